@@ -5,8 +5,17 @@ from sddkd.scales import format_scales, num_regions, parse_scales
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("1", (1,)), ("1,2,4", (1, 2, 4)), ("[1, 2, 4]", (1, 2, 4)), (" 1 , 4 ", (1, 4)), ("(1,2)", (1, 2)),
-     ("1 2 4", (1, 2, 4)), (1, (1,)), ((1, 2, 4), (1, 2, 4)), ([1, 2], (1, 2))],
+    [
+        ("1", (1,)),
+        ("1,2,4", (1, 2, 4)),
+        ("[1, 2, 4]", (1, 2, 4)),
+        (" 1 , 4 ", (1, 4)),
+        ("(1,2)", (1, 2)),
+        ("1 2 4", (1, 2, 4)),
+        (1, (1,)),
+        ((1, 2, 4), (1, 2, 4)),
+        ([1, 2], (1, 2)),
+    ],
 )
 def test_parse_scales_accepts(text, expected):
     assert parse_scales(text) == expected

@@ -1,0 +1,385 @@
+"""The typed run configuration: validated once at the edge, then passed down as plain typed values.
+
+No torch import here: the CLI, suite expansion and config validation must start fast.
+
+A run is (data, student, optional teacher, method, optimisation schedule, seed) plus engine settings that change
+how it runs but not what it computes (device, AMP, compile, progress). The method is a discriminated union on its
+`name`, so a DKD knob cannot appear in a KD recipe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sddkd.scales import Scales, format_scales, parse_scales
+
+DatasetName = Literal["cifar100", "cub200", "imagenet", "synthetic"]
+METHOD_NAMES = (
+    "vanilla", "kd", "kd_lskd", "sdd_kd", "sdd_kd_lskd", "dkd", "dkd_lskd", "sdd_dkd", "sdd_dkd_lskd",
+)  # fmt: skip
+
+
+class StrictModel(BaseModel):
+    """Every config section refuses unknown keys, so a typo is an error that names the key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(StrictModel):
+    """The embedded offline dataset: generated deterministically from `seed`, no files."""
+
+    num_classes: int = Field(100, ge=2)
+    image_size: Literal[32, 224] = 32
+    train_per_class: int = Field(50, ge=1)
+    test_per_class: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    name: DatasetName
+    root: str = "data"  # where `sddkd prepare-data` put the files; unused by synthetic
+    synthetic: SyntheticConfig | None = None  # only for name == "synthetic"
+    num_workers: int = Field(4, ge=0)  # decoding workers for ImageNet; array datasets live on the device
+
+    @model_validator(mode="after")
+    def _synthetic_options_only_for_synthetic(self) -> DataConfig:
+        if self.name == "synthetic" and self.synthetic is None:
+            return self.model_copy(update={"synthetic": SyntheticConfig()})
+        if self.name != "synthetic" and self.synthetic is not None:
+            raise ValueError(f"data.synthetic options apply only to the synthetic dataset, not {self.name}")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        if self.synthetic is not None:
+            return self.synthetic.num_classes
+        return {"cifar100": 100, "cub200": 200, "imagenet": 1000}[self.name]
+
+
+class TeacherConfig(StrictModel):
+    arch: str
+    # A checkpoint file in the published format; None looks the teacher up in the store (`sddkd fetch-teachers`).
+    checkpoint: str | None = None
+
+
+def _scales_field(value: Any) -> Scales:
+    return parse_scales(value)
+
+
+class VanillaMethod(StrictModel):
+    """Plain cross-entropy training: teachers and student baselines."""
+
+    name: Literal["vanilla"]
+    ce_weight: float = Field(1.0, gt=0)
+
+
+class _DistillBase(StrictModel):
+    temperature: float = Field(gt=0)
+    ce_weight: float = Field(ge=0)
+    kd_weight: float = Field(1.0, ge=0)
+    warmup: int = Field(0, ge=0)  # epochs of linear ramp of the distillation weight; 0 = none
+    complementary_weight: float = Field(2.0, gt=0)  # SDD's beta_c for complementary region rows
+    scales: Scales = (1,)  # SDD's M
+
+    _validate_scales = field_validator("scales", mode="before")(_scales_field)
+
+    @property
+    def standardize(self) -> bool:
+        """LSKD: z-score the logits before the temperature softmax."""
+        return self.name.endswith("_lskd")  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def multi_scale(self) -> bool:
+        return self.name.startswith("sdd_")  # type: ignore[attr-defined, no-any-return]
+
+    @model_validator(mode="after")
+    def _single_scale_methods_use_global_logits(self) -> _DistillBase:
+        if not self.multi_scale and self.scales != (1,):
+            name = self.name  # type: ignore[attr-defined]
+            raise ValueError(
+                f"method {name} distils the global logits only, so M must be 1 "
+                f"(got {format_scales(self.scales)}); use sdd_{name} for multi-scale distillation"
+            )
+        return self
+
+
+class KDMethod(_DistillBase):
+    """KD (Hinton), its logit-standardized variant (LSKD) and their scale-decoupled versions (SDD)."""
+
+    name: Literal["kd", "kd_lskd", "sdd_kd", "sdd_kd_lskd"]
+
+
+class DKDMethod(_DistillBase):
+    """Decoupled KD (Zhao et al.): alpha weighs TCKD, beta weighs NCKD."""
+
+    name: Literal["dkd", "dkd_lskd", "sdd_dkd", "sdd_dkd_lskd"]
+    alpha: float = Field(ge=0)
+    beta: float = Field(ge=0)
+
+
+MethodConfig = Annotated[VanillaMethod | KDMethod | DKDMethod, Field(discriminator="name")]
+
+
+class OptimConfig(StrictModel):
+    """SGD with a step learning-rate schedule, applied per epoch."""
+
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+    batch_size: int = Field(64, ge=1)  # the global batch: split across ranks under torchrun
+    epochs: int = Field(240, ge=1)
+    lr_decay_epochs: tuple[int, ...] = (150, 180, 210)  # 1-based epochs at whose start the LR is multiplied
+    lr_decay_rate: float = Field(0.1, gt=0)
+    grad_clip: float | None = Field(None, gt=0)  # max global grad norm; None = no clipping
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (smoke tests, benchmarks)
+
+
+class EngineConfig(StrictModel):
+    """How a run executes; none of this changes the recipe, so it is left out of the config hash."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    nonfinite: Literal["fail", "skip"] = "fail"  # a step whose loss is NaN/inf: stop the run, or skip its update
+    eval_every: int = Field(1, ge=1)  # epochs between evaluations (the last epoch is always evaluated)
+    progress: bool = True
+    tensorboard: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
+
+
+class RunConfig(StrictModel):
+    """One fully resolved training run."""
+
+    description: str = ""  # what the preset reproduces
+    data: DataConfig
+    student: str
+    teacher: TeacherConfig | None = None
+    method: MethodConfig
+    optim: OptimConfig
+    seed: int = 0
+    engine: EngineConfig = EngineConfig()
+
+    @model_validator(mode="after")
+    def _teacher_matches_method(self) -> RunConfig:
+        if self.method.name == "vanilla" and self.teacher is not None:
+            raise ValueError("vanilla training takes no teacher; remove the teacher section or pick a KD method")
+        if self.method.name != "vanilla" and self.teacher is None:
+            raise ValueError(f"method {self.method.name} needs a teacher: add `teacher: {{arch: NAME}}`")
+        return self
+
+    @property
+    def scales(self) -> Scales:
+        return self.method.scales if isinstance(self.method, KDMethod | DKDMethod) else (1,)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """12 hex digits identifying the recipe: what is computed, not where or how fast.
+
+    Left out: engine settings, the data root and the teacher checkpoint path (its checksum is recorded instead).
+    """
+    recipe = cfg.model_dump(mode="json", exclude={"engine": True, "description": True, "data": {"root", "num_workers"}})
+    if recipe.get("teacher"):
+        recipe["teacher"].pop("checkpoint", None)
+    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The run directory's name: dataset, method, pair, M and seed, so no two settings overwrite each other."""
+    if cfg.teacher is None:
+        return f"{cfg.data.name}-{cfg.method.name}-{cfg.student}-s{cfg.seed}"
+    pair = f"{cfg.teacher.arch}_{cfg.student}"
+    return f"{cfg.data.name}-{cfg.method.name}-{pair}-M{format_scales(cfg.scales)}-s{cfg.seed}"
+
+
+# --- presets, overrides and errors ----------------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A user-caused configuration problem; its message is one sentence that names the fix."""
+
+
+DEFAULT_PRESET_DIR = ("cifar100", "sdd_kd_lskd")  # where a bare pair name like `res32x4_res8x4` is looked up first
+
+
+def presets_root() -> Path:
+    """The shipped presets: `sddkd.presets` when installed, the repo's `presets/` in a plain source checkout."""
+    try:
+        root = Path(str(resources.files("sddkd.presets")))
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent / "presets"
+    return root
+
+
+def list_presets() -> list[str]:
+    """Names like `cifar100/sdd_kd_lskd/res32x4_res8x4`, sorted."""
+    root = presets_root()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def resolve_preset(name: str) -> Path:
+    """A YAML path, a full preset name, `method/pair`, or a short name (first under cifar100/sdd_kd_lskd)."""
+    path = Path(name).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"preset file {name} does not exist")
+        return path
+    names = list_presets()
+    key = name.strip().strip("/")
+    candidates = [key, "/".join((*DEFAULT_PRESET_DIR, key)), f"{DEFAULT_PRESET_DIR[0]}/{key}"]
+    for candidate in candidates:
+        if candidate in names:
+            return presets_root() / f"{candidate}.yaml"
+    by_stem = [n for n in names if n.endswith("/" + key)]
+    preferred = [n for n in by_stem if n.startswith(DEFAULT_PRESET_DIR[0] + "/")]  # CIFAR-100 is the default
+    if len(by_stem) == 1 or len(preferred) == 1:
+        return presets_root() / f"{(preferred or by_stem)[0]}.yaml"
+    if len(by_stem) > 1:
+        raise ConfigError(f"preset {name!r} is ambiguous; use one of: {', '.join(by_stem)}")
+    stems = sorted({n.rsplit("/", 1)[-1] for n in names} | set(names))
+    close = difflib.get_close_matches(key, stems, n=4, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown preset {name!r}{hint} (`sddkd train --list` shows all presets)")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply `section.key=value` (value parsed as a YAML scalar or list) to a raw config dict, in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like key=value, e.g. optim.lr=0.1")
+    dotted, text = assignment.split("=", 1)
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override {assignment!r} names no key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def swap_to_synthetic(raw: dict[str, Any]) -> None:
+    """`--dataset synthetic`: generated data of the same shape and class count as the preset's dataset."""
+    data = raw.setdefault("data", {})
+    original = data.get("name", "cifar100")
+    if original == "synthetic":
+        return
+    shape = {"cifar100": (100, 32, 50, 10), "cub200": (200, 224, 4, 2), "imagenet": (1000, 224, 2, 1)}
+    num_classes, size, train_per_class, test_per_class = shape.get(original, shape["cifar100"])
+    data["name"] = "synthetic"
+    data["synthetic"] = {
+        "num_classes": num_classes, "image_size": size,
+        "train_per_class": train_per_class, "test_per_class": test_per_class,
+    }  # fmt: skip
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a raw dict; a failure becomes one ConfigError line naming the key and what is allowed."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_config(
+    preset: str,
+    *,
+    overrides: list[str] = (),
+    scales: str | None = None,
+    dataset: str | None = None,  # type: ignore[assignment]
+) -> RunConfig:
+    """Preset → raw dict → CLI shortcuts and `--set` overrides → validated RunConfig."""
+    path = resolve_preset(preset)
+    raw = load_yaml(path)
+    if dataset == "synthetic":
+        swap_to_synthetic(raw)
+    elif dataset is not None and dataset != raw.get("data", {}).get("name"):
+        raise ConfigError(
+            f"--dataset {dataset} does not fit preset {preset} (dataset {raw.get('data', {}).get('name')}); "
+            "pick a preset of that dataset, or use --dataset synthetic"
+        )
+    if scales is not None:
+        if raw.get("method", {}).get("name") == "vanilla":
+            raise ConfigError("--M applies to distillation methods; vanilla training has no scales")
+        try:
+            raw.setdefault("method", {})["scales"] = list(parse_scales(scales))
+        except ValueError as exc:
+            raise ConfigError(f"--M: {exc}") from None
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return build_config(raw, source=str(path.name if path.is_absolute() else path))
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as one sentence, listing the allowed keys for a misspelled one."""
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"]]
+    where = ".".join(p for p in loc if p not in _METHOD_CLASSES) or "config"  # drop the union tag
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"unknown key {where!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    if error["type"] == "union_tag_invalid":
+        return f"unknown method {error['input'].get('name')!r}; choose one of {', '.join(METHOD_NAMES)}"
+    if error["type"] == "missing":
+        return f"missing key {where!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if loc else message
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Field names of the model at a location like ['method', 'sdd_kd_lskd'] or ['optim']."""
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        if part in _METHOD_CLASSES:
+            model = _METHOD_CLASSES[part]
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+_METHOD_CLASSES: dict[str, type[BaseModel]] = {
+    **{n: KDMethod for n in ("kd", "kd_lskd", "sdd_kd", "sdd_kd_lskd")},
+    **{n: DKDMethod for n in ("dkd", "dkd_lskd", "sdd_dkd", "sdd_dkd_lskd")},
+    "vanilla": VanillaMethod,
+}
