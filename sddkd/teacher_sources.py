@@ -1,0 +1,319 @@
+"""Where each dataset's published teachers come from, and fetching them into the store (`sddkd fetch-teachers`).
+
+- CIFAR-100: mdistiller's release tar (`cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth`). No checksum is
+  published, so the sha256 the URL served the first time is recorded and a later download must match it.
+- CUB-200: only a Baidu Pan share (not scriptable): the user passes the folder or archive they downloaded
+  (`cub200/<arch>_vanilla/<arch>_best.pth`), or trains the teacher.
+- ImageNet: torchvision's weights, downloaded and hash-checked by torch.hub.
+Any source may also be a local folder, archive or single checkpoint (`--source`), for offline machines and mirrors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tarfile
+import urllib.error
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+from typing import IO, Literal
+
+from rich.table import Table
+
+from sddkd.download import download, file_digest, is_url, verify_digest
+from sddkd.teachers import (
+    PUBLISHED_TOP1,
+    TeacherError,
+    find_teacher,
+    read_index,
+    record_source,
+    register_teacher,
+    sddkd_home,
+    store_path,
+)  # fmt: skip
+
+CIFAR_TEACHERS_URL = "https://github.com/megvii-research/mdistiller/releases/download/checkpoints/cifar_teachers.tar"
+CUB_TEACHERS_SHARE = "https://pan.baidu.com/s/1uxyG3ZZO67i_dbXwuFB2yQ"
+CUB_TEACHERS_CODE = "bzc6"
+
+
+@dataclass(frozen=True)
+class Source:
+    default_archs: tuple[str, ...]
+    patterns: tuple[str, ...]  # where one arch's checkpoint sits inside the published archive or folder
+    url: str | None  # None: not downloadable by script
+
+
+SOURCES = {
+    "cifar100": Source(
+        ("resnet32x4", "wrn_40_2", "ResNet50", "vgg13", "resnet56", "resnet110"),
+        ("{arch}_vanilla/ckpt_epoch_240.pth", "{arch}.pth"), CIFAR_TEACHERS_URL,
+    ),
+    "cub200": Source(("resnet32x4", "vgg13", "ResNet50"), ("{arch}_vanilla/{arch}_best.pth", "{arch}.pth"), None),
+    "imagenet": Source(("resnet34", "resnet50"), ("{arch}.pth", "{arch}-*.pth"), None),  # + torchvision hub names
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TeacherStatus:
+    dataset: str
+    arch: str
+    state: Literal["verified", "fetched", "missing"]  # verified: already in the store and its sha256 matches
+    path: Path | None = None
+    sha256: str | None = None
+    published_top1: float | None = None
+    recorded_top1: float | None = None
+    note: str = ""
+
+
+def fetch_teachers(
+    dataset: str,
+    archs: Sequence[str] = (),
+    *,
+    source: str | None = None,
+    sha256: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[TeacherStatus]:
+    """Make each teacher of `dataset` available in the store; return one status per arch (missing ones say why).
+
+    `source` replaces the default origin (URL, archive, folder or single checkpoint); `sha256` is that file's
+    expected digest. `force` fetches again even when a verified copy is in the store.
+    """
+    if dataset not in SOURCES:
+        raise TeacherError(f"unknown dataset {dataset!r}; choose one of {', '.join(SOURCES)}")
+    archs = list(dict.fromkeys(archs or SOURCES[dataset].default_archs))
+    _check_archs(dataset, archs)
+    todo = []
+    for arch in archs:
+        try:
+            present = None if force else find_teacher(dataset, arch)
+        except TeacherError:  # the stored copy changed: fetch it again
+            present = None
+        if present is None:
+            todo.append(arch)
+    if todo:
+        if dataset == "imagenet" and source is None:
+            for arch in todo:
+                _fetch_torchvision(arch, progress)
+        elif source is not None or SOURCES[dataset].url is not None:
+            _fetch_from(dataset, todo, source or str(SOURCES[dataset].url), sha256=sha256, progress=progress)
+    return [_status(dataset, arch, fetched=arch in todo, source=source) for arch in archs]
+
+
+def _check_archs(dataset: str, archs: list[str]) -> None:
+    from sddkd.models import list_models
+
+    known = set(list_models(dataset))
+    unknown = [a for a in archs if a not in known]
+    if unknown:
+        raise TeacherError(f"unknown {dataset} architecture {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+
+
+def _status(dataset: str, arch: str, *, fetched: bool, source: str | None) -> TeacherStatus:
+    path = find_teacher(dataset, arch)
+    if path is None:
+        return TeacherStatus(dataset, arch, "missing", note=missing_note(dataset, arch, source))
+    entry = read_index()["teachers"][f"{dataset}/{arch}"]
+    return TeacherStatus(
+        dataset, arch, "fetched" if fetched else "verified", path, entry["sha256"],
+        PUBLISHED_TOP1.get(dataset, {}).get(arch), entry.get("accuracy"), note=entry.get("origin", ""),
+    )  # fmt: skip
+
+
+def missing_note(dataset: str, arch: str, source: str | None) -> str:
+    """Where a missing teacher comes from and the command that trains it instead."""
+    from sddkd.config import list_presets
+
+    preset = f"{dataset}/vanilla/{arch}"
+    train = (
+        f"train it: `sddkd train --preset {preset}`, then register its checkpoint with "
+        f"`sddkd fetch-teachers --dataset {dataset} --arch {arch} --source RUN_DIR/checkpoints/best.pt`"
+        if preset in list_presets()
+        else "no preset trains it yet"
+    )
+    if dataset == "cub200" and arch not in PUBLISHED_TOP1["cub200"]:
+        return f"no published CUB-200 teacher exists for {arch}; {train}"
+    if dataset == "cub200" and source is None:
+        return (
+            f"download cub200/{arch}_vanilla/{arch}_best.pth from {CUB_TEACHERS_SHARE} (code {CUB_TEACHERS_CODE}) "
+            f"and pass it (or the downloaded folder) with --source, or {train}"
+        )
+    where = f"not found in {source}" if source else "not in the published archive"
+    return f"{where}; {train}"
+
+
+# --- fetching from an archive, folder or single checkpoint ----------------------------------------------------
+
+
+def _fetch_from(dataset: str, archs: list[str], source: str, *, sha256: str | None, progress: bool) -> None:
+    downloads = sddkd_home() / "downloads"
+    if is_url(source):
+        name = PurePosixPath(source.split("?", 1)[0]).name or "teachers"
+        local = download(
+            source, downloads / name, sha256=sha256, progress=progress,
+            alternative="download it elsewhere and pass --source PATH (the file or its unpacked folder)",
+        )  # fmt: skip
+    else:
+        local = Path(source).expanduser()
+        if not local.exists():
+            raise TeacherError(f"--source {source} does not exist; pass a URL, an archive, a folder or a checkpoint")
+        if sha256 and not local.is_file():
+            raise TeacherError(f"--sha256 checks a file, but --source {source} is a folder; leave --sha256 out")
+        if sha256:
+            verify_digest(local, sha256, "sha256", what=str(local), fix="pass the right file or its sha256")
+    try:
+        if is_url(source):
+            _pin_first_seen(source, local, explicit=sha256 is not None)
+        with _checkpoints_in(local, SOURCES[dataset].patterns, len(archs)) as find:
+            for arch in archs:
+                _install_member(dataset, arch, find, origin=source)
+    finally:
+        if is_url(source):
+            local.unlink(missing_ok=True)
+
+
+def _pin_first_seen(url: str, local: Path, *, explicit: bool) -> None:
+    """Trust on first use: a URL must keep serving the file it served the first time, unless --sha256 says so."""
+    digest = file_digest(local)
+    previous = read_index()["sources"].get(url)
+    if previous and previous != digest and not explicit:
+        raise TeacherError(
+            f"{url} now serves a file with sha256 {digest}, not the {previous} it served before; "
+            f"pass --sha256 {digest} if you trust the new file"
+        )
+    record_source(url, digest)
+
+
+Finder = Callable[[str, Path], bool]  # (arch, where to write it) -> found
+
+
+@contextlib.contextmanager
+def _checkpoints_in(local: Path, patterns: Sequence[str], num_archs: int) -> Iterator[Finder]:
+    """A finder that copies one arch's checkpoint out of an archive, a folder or a single file.
+
+    Archive members are read as bytes into our own file name, so their names and links are never extracted.
+    """
+
+    def pick(arch: str, names: Iterator[str]) -> str | None:
+        found = sorted(name for name in names if _matches(arch, name, patterns))
+        return found[0] if found else None
+
+    if local.is_dir():
+        files = {p.relative_to(local).as_posix(): p for p in local.rglob("*") if p.is_file()}
+
+        def from_folder(arch: str, dest: Path) -> bool:
+            name = pick(arch, iter(files))
+            return name is not None and bool(shutil.copyfile(files[name], dest))
+
+        yield from_folder
+    elif tarfile.is_tarfile(local):
+        with tarfile.open(local) as handle:
+            members = {m.name: m for m in handle.getmembers() if m.isfile()}
+
+            def from_tar(arch: str, dest: Path) -> bool:
+                name = pick(arch, iter(members))
+                return name is not None and _copy_stream(handle.extractfile(members[name]), dest)
+
+            yield from_tar
+    elif zipfile.is_zipfile(local) and not _is_torch_zip(local):
+        with zipfile.ZipFile(local) as handle:
+
+            def from_zip(arch: str, dest: Path) -> bool:
+                name = pick(arch, (n for n in handle.namelist() if not n.endswith("/")))
+                return name is not None and _copy_stream(handle.open(name), dest)
+
+            yield from_zip
+    elif num_archs == 1:
+        yield lambda arch, dest: bool(shutil.copyfile(local, dest))
+    else:
+        raise TeacherError(f"{local} is a single checkpoint; name the one architecture it holds with --arch")
+
+
+def _matches(arch: str, relative: str, patterns: Sequence[str]) -> bool:
+    """Whether an archive or folder path is this arch's checkpoint, under any leading folders."""
+    parts = relative.split("/")
+    suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
+    return any(fnmatchcase(s, p.format(arch=arch)) for p in patterns for s in suffixes)
+
+
+def _copy_stream(stream: IO[bytes] | None, dest: Path) -> bool:
+    if stream is None:
+        return False
+    with stream, open(dest, "wb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
+    return True
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """torch.save's zip format (a checkpoint, not an archive of checkpoints)."""
+    with zipfile.ZipFile(path) as handle:
+        return any(name.endswith("/data.pkl") for name in handle.namelist())
+
+
+def _install_member(dataset: str, arch: str, find: Finder, *, origin: str) -> None:
+    staged = store_path(dataset, arch).with_name(f".{arch}.pth.{os.getpid()}.incoming")
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if find(arch, staged):
+            register_teacher(dataset, arch, staged, origin=origin, accuracy=None, move=True)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+# --- ImageNet: torchvision's weights --------------------------------------------------------------------------
+
+
+def _fetch_torchvision(arch: str, progress: bool) -> None:
+    """torchvision's IMAGENET1K_V1 weights (what the field's ImageNet teachers are), hash-checked by torch.hub."""
+    import torch.hub
+    from torchvision.models import get_model_weights
+
+    try:
+        weights = get_model_weights(arch).IMAGENET1K_V1  # type: ignore[attr-defined]
+    except (ValueError, AttributeError):
+        raise TeacherError(f"torchvision publishes no ImageNet weights for {arch}; pass --source PATH.pth") from None
+    url = weights.url
+    hash_prefix = re.search(r"-([a-f0-9]+)\.pth$", url)
+    staged = store_path("imagenet", arch).with_name(f".{arch}.pth.{os.getpid()}.incoming")
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            prefix = hash_prefix.group(1) if hash_prefix else None
+            torch.hub.download_url_to_file(url, str(staged), hash_prefix=prefix, progress=progress)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TeacherError(
+                f"cannot reach {url} ({reason}); without network, download it elsewhere and pass --source PATH.pth"
+            ) from None
+        except RuntimeError as exc:  # torch.hub's hash check
+            raise TeacherError(f"{url} failed torchvision's hash check ({exc}); download it again") from None
+        accuracy = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+        register_teacher("imagenet", arch, staged, origin=url, accuracy=accuracy, move=True)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+# --- the status table -----------------------------------------------------------------------------------------
+
+
+def status_table(statuses: Sequence[TeacherStatus]) -> Table:
+    table = Table(title="teachers in " + str(sddkd_home() / "teachers"), title_justify="left")
+    for column in ("dataset", "arch", "status", "sha256", "published top-1", "recorded top-1", "origin / how to get"):
+        table.add_column(column, overflow="fold")
+    colors = {"verified": "green", "fetched": "green", "missing": "red"}
+    for s in statuses:
+        table.add_row(
+            s.dataset, s.arch, f"[{colors[s.state]}]{s.state}[/]", (s.sha256 or "")[:12],
+            _percent(s.published_top1), _percent(s.recorded_top1), s.note,
+        )  # fmt: skip
+    return table
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
