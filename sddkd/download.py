@@ -25,11 +25,13 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from sddkd.errors import UserError
+
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "sddkd-fetch/1"
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """A problem the user can fix (network, checksum, unsafe or unexpected file); the message is one sentence."""
 
 
@@ -82,6 +84,11 @@ def download(
     next call resumes it. A checksum mismatch deletes the file. `alternative` is the sentence that says what to do
     without network (e.g. "pass --from PATH with a copy of the file").
     """
+    if dest.is_file() and (md5 or sha256):  # kept from an earlier run whose later step failed
+        checks = [(a, e) for a, e in (("md5", md5), ("sha256", sha256)) if e]
+        if all(file_digest(dest, a) == e.lower() for a, e in checks):
+            return dest
+        dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, attempts + 1):
