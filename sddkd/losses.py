@@ -180,9 +180,7 @@ def sdd_region_weights(region_teacher: Tensor, target: Tensor, complementary_wei
 # Public losses
 
 
-def kd_loss(
-    logits_student: Tensor, logits_teacher: Tensor, temperature: float, standardize: bool = False
-) -> Tensor:
+def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float, standardize: bool = False) -> Tensor:
     """Hinton KD: mean over the batch of T^2 * KL(q || p); with ``standardize`` both logits are z-scored first
     (LSKD). Logits [B, K] -> scalar."""
     _check_logits(logits_student, logits_teacher, 2, "kd_loss")

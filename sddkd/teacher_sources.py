@@ -127,25 +127,43 @@ def _status(dataset: str, arch: str, *, fetched: bool, source: str | None) -> Te
 
 
 def missing_note(dataset: str, arch: str, source: str | None) -> str:
-    """Where a missing teacher comes from and the command that trains it instead."""
-    from sddkd.config import list_presets
-
-    preset = f"{dataset}/vanilla/{arch}"
-    train = (
-        f"train it: `sddkd train --preset {preset}`, then register its checkpoint with "
-        f"`sddkd fetch-teachers --dataset {dataset} --arch {arch} --source RUN_DIR/checkpoints/best.pt`"
-        if preset in list_presets()
-        else "no preset trains it yet"
-    )
-    if dataset == "cub200" and arch not in PUBLISHED_TOP1["cub200"]:
-        return f"no published CUB-200 teacher exists for {arch}; {train}"
-    if dataset == "cub200" and source is None:
+    """Where a missing teacher comes from, and the command that trains it instead."""
+    train = _train_hint(dataset, arch)
+    published = arch in PUBLISHED_TOP1.get(dataset, {}) or (dataset == "imagenet" and _has_torchvision_weights(arch))
+    if dataset == "cub200" and published and source is None:
         return (
             f"download cub200/{arch}_vanilla/{arch}_best.pth from {CUB_TEACHERS_SHARE} (code {CUB_TEACHERS_CODE}) "
             f"and pass it (or the downloaded folder) with --source, or {train}"
         )
-    where = f"not found in {source}" if source else "not in the published archive"
-    return f"{where}; {train}"
+    if not published:
+        return f"no published {_DATASET_NAMES.get(dataset, dataset)} teacher exists for {arch}; {train}"
+    if source is not None:
+        return f"not found in {source}; {train}"
+    return f"run `sddkd fetch-teachers --dataset {dataset} --arch {arch}`, or {train}"
+
+
+_DATASET_NAMES = {"cifar100": "CIFAR-100", "cub200": "CUB-200", "imagenet": "ImageNet"}
+
+
+def _train_hint(dataset: str, arch: str) -> str:
+    from sddkd.config import list_presets
+
+    preset = f"{dataset}/vanilla/{arch}"
+    if preset not in list_presets():
+        return "train it with a vanilla preset of your own and pass its checkpoint with --teacher"
+    hint = f"train it with `sddkd train --preset {preset}` and pass RUN_DIR/checkpoints/best.pt as --teacher"
+    if dataset in SOURCES:
+        hint += f" (or register it: `sddkd fetch-teachers --dataset {dataset} --arch {arch} --source` that file)"
+    return hint
+
+
+def _has_torchvision_weights(arch: str) -> bool:
+    from torchvision.models import get_model_weights
+
+    try:
+        return hasattr(get_model_weights(arch), "IMAGENET1K_V1")
+    except ValueError:
+        return False
 
 
 # --- fetching from an archive, folder or single checkpoint ----------------------------------------------------

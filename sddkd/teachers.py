@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +48,6 @@ ACCURACY_KEYS = ("accuracy", "best_acc", "best_top1", "test_top1")
 
 class TeacherError(FetchError):
     """A teacher that is missing, changed, unsafe or does not fit its architecture; one sentence naming the fix."""
-
-
-@dataclass(frozen=True)
-class TeacherInfo:
-    """What a run records about its teacher."""
-
-    path: Path
-    sha256: str
-    arch: str
-    dataset: str
-    published_top1: float | None  # the accuracy the field reports for this checkpoint, if known
-    recorded_top1: float | None  # the accuracy stored inside the checkpoint, if any
 
 
 def sddkd_home() -> Path:
@@ -191,8 +178,9 @@ def register_teacher(
     return final
 
 
-def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple[nn.Module, TeacherInfo]:
-    """The teacher in eval mode with gradients off, plus what a run records about it.
+def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher in eval mode with gradients off, plus what a run records about it (JSON-ready): path, sha256,
+    arch, dataset, published_top1 (what the field reports, if known) and recorded_top1 (stored in the file, if any).
 
     Only tensors and plain containers are unpickled (`weights_only=True`); the state dict must fit `arch` exactly.
     """
@@ -204,11 +192,18 @@ def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple
     load_strict(model, state_dict, arch=arch, source=path, dataset=dataset)
     model.eval()
     model.requires_grad_(False)
-    info = TeacherInfo(
-        path=path.resolve(), sha256=_sha256_cached(path), arch=arch, dataset=dataset,
-        published_top1=PUBLISHED_TOP1.get(dataset, {}).get(arch), recorded_top1=recorded,
-    )  # fmt: skip
+    info = {
+        "path": str(path.resolve()), "sha256": _sha256_cached(path), "arch": arch, "dataset": dataset,
+        "published_top1": PUBLISHED_TOP1.get(dataset, {}).get(arch), "recorded_top1": recorded,
+    }  # fmt: skip
     return model, info
+
+
+def missing_teacher_message(dataset: str, arch: str) -> str:
+    """Why no teacher was found for (dataset, arch), and how to get one: fetch it, download it by hand, or train it."""
+    from sddkd.teacher_sources import missing_note
+
+    return f"no {arch} teacher for {dataset} in {store_dir()}: {missing_note(dataset, arch, None)}"
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -241,14 +236,16 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], float | None]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        culprit = re.search(r"GLOBAL (\S+)", str(exc))
-        calls = f" (it asks for {culprit.group(1)})" if culprit else ""
+        culprit = re.search(r"GLOBAL (\S+)", str(exc))  # the weights-only unpickler names what it refused
+        if culprit is None:
+            raise TeacherError(f"{path} is not a readable torch checkpoint; download it again") from None
         raise TeacherError(
-            f"{path} was refused: it is not a plain weights file and unpickling it would run code{calls}; "
-            "use the published checkpoint or a state dict saved with torch.save"
+            f"{path} was refused: it is not a plain weights file and unpickling it would run code (it asks for "
+            f"{culprit.group(1)}); use the published checkpoint or a state dict saved with torch.save"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise TeacherError(f"{path} is not a readable torch checkpoint ({exc}); download it again") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeacherError(f"{path} is not a readable torch checkpoint ({reason}); download it again") from None
     if not isinstance(payload, dict):
         raise TeacherError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict or a state dict")
     recorded = _recorded_accuracy(payload)

@@ -82,9 +82,7 @@ def test_sdd_at_one_region_equals_plain_losses(z):
     plain_kd = kd_loss(student[..., 0], teacher[..., 0], 4.0, standardize=z)
     plain_dkd = dkd_loss(student[..., 0], teacher[..., 0], target, ALPHA, BETA, 4.0, standardize=z)
     torch.testing.assert_close(sdd_kd_loss(student, teacher, target, 4.0, 2.0, standardize=z), plain_kd)
-    torch.testing.assert_close(
-        sdd_dkd_loss(student, teacher, target, ALPHA, BETA, 4.0, 2.0, standardize=z), plain_dkd
-    )
+    torch.testing.assert_close(sdd_dkd_loss(student, teacher, target, ALPHA, BETA, 4.0, 2.0, standardize=z), plain_dkd)
 
 
 @pytest.mark.parametrize("z", [False, True])
@@ -154,12 +152,8 @@ def test_region_zero_is_never_complementary():
 
 def test_complementary_weight_one_gives_the_unweighted_mean():
     student, teacher, target = _region_inputs(4, 10, 5)
-    rows_mean = torch.stack(
-        [kd_loss(student[..., n], teacher[..., n], 2.0) for n in range(student.shape[-1])]
-    ).mean()
-    torch.testing.assert_close(
-        sdd_kd_loss(student, teacher, target, 2.0, complementary_weight=1.0), rows_mean
-    )
+    rows_mean = torch.stack([kd_loss(student[..., n], teacher[..., n], 2.0) for n in range(student.shape[-1])]).mean()
+    torch.testing.assert_close(sdd_kd_loss(student, teacher, target, 2.0, complementary_weight=1.0), rows_mean)
     assert not torch.allclose(sdd_kd_loss(student, teacher, target, 2.0, complementary_weight=2.0), rows_mean)
 
 
@@ -333,6 +327,4 @@ def test_sdd_losses_capture_in_a_cuda_graph():
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(kd, sdd_kd_loss(student, teacher, target, 4.0, standardize=True))
-    torch.testing.assert_close(
-        dkd, sdd_dkd_loss(student, teacher, target, ALPHA, BETA, 4.0, standardize=True)
-    )
+    torch.testing.assert_close(dkd, sdd_dkd_loss(student, teacher, target, ALPHA, BETA, 4.0, standardize=True))

@@ -18,7 +18,15 @@ from typer.testing import CliRunner
 from sddkd import cli
 from sddkd.models import create_model
 from sddkd.teacher_sources import fetch_teachers
-from sddkd.teachers import TeacherError, find_teacher, load_teacher, read_checkpoint, read_index, store_path
+from sddkd.teachers import (
+    TeacherError,
+    find_teacher,
+    load_teacher,
+    missing_teacher_message,
+    read_checkpoint,
+    read_index,
+    store_path,
+)
 from tests.local_http import LocalServer, closed_port_url
 
 ARCHS = ("resnet56", "wrn_40_2")  # two published CIFAR-100 teachers, small enough for a fast test
@@ -97,9 +105,10 @@ def test_fetch_verifies_registers_and_is_idempotent(home: Path, published: dict)
         assert not model.training and not any(p.requires_grad for p in model.parameters())
         expected = published["checkpoints"][arch]["model"]
         assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
-        assert info.sha256 == index["teachers"][f"cifar100/{arch}"]["sha256"]
-        assert info.recorded_top1 == pytest.approx(71.5)
-    assert info.published_top1 == 75.61  # wrn_40_2
+        assert info["sha256"] == index["teachers"][f"cifar100/{arch}"]["sha256"]
+        assert info["recorded_top1"] == pytest.approx(71.5) and info["path"] == str(path.resolve())
+        json.dumps(info)  # the engine writes it into result.json
+    assert info["published_top1"] == 75.61  # wrn_40_2
 
     requests = len(server.requests)  # the server is stopped: a second run must not need it
     again = run("--dataset", "cifar100", "--arch", "resnet56", "--arch", "wrn_40_2", "--source", url)
@@ -132,7 +141,8 @@ def test_store_detects_a_changed_file_and_hashes_only_when_mtime_moves(
 
 
 def test_a_url_must_keep_serving_the_file_it_served_first(home: Path, published: dict) -> None:
-    other = tar_bytes({"cifar_teachers/resnet56_vanilla/ckpt_epoch_240.pth": saved(repdistiller_checkpoint("resnet56"))})
+    member = "cifar_teachers/resnet56_vanilla/ckpt_epoch_240.pth"
+    other = tar_bytes({member: saved(repdistiller_checkpoint("resnet56"))})
     with LocalServer({"t.tar": published["tar"]}) as server:
         assert run("--dataset", "cifar100", "--arch", "resnet56", "--source", server.url("t.tar")).exit_code == 0
         before = store_path("cifar100", "resnet56").read_bytes()
@@ -146,7 +156,8 @@ def test_a_url_must_keep_serving_the_file_it_served_first(home: Path, published:
 
 def test_checksum_mismatch_leaves_nothing(home: Path, published: dict) -> None:
     with LocalServer({"t.tar": published["tar"]}) as server:
-        result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", server.url("t.tar"), "--sha256", "ab" * 32)
+        url = server.url("t.tar")
+        result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", url, "--sha256", "ab" * 32)
     assert result.exit_code != 0 and f"expected {'ab' * 32}" in result.output
     assert [p for p in store_files(home) if p.endswith(".pth")] == []
     assert list((home / "downloads").iterdir()) == []
@@ -204,12 +215,21 @@ def test_cub_teachers_say_where_they_come_from(home: Path, tmp_path: Path) -> No
     folder.mkdir(parents=True)
     ckpt = repdistiller_checkpoint("resnet8x4", dataset="cub200", num_classes=200)
     (folder / "resnet8x4_best.pth").write_bytes(saved(ckpt))
-    result = run("--dataset", "cub200", "--arch", "resnet8x4", "--arch", "wrn_40_2", "--source", str(tmp_path / "download"))
+    source = str(tmp_path / "download")
+    result = run("--dataset", "cub200", "--arch", "resnet8x4", "--arch", "wrn_40_2", "--source", source)
     assert result.exit_code != 0  # wrn_40_2 is not there: never reported as success
     assert "no published CUB-200 teacher exists for wrn_40_2" in result.output
     assert "sddkd train --preset cub200/vanilla/wrn_40_2" in result.output
     assert "1 teacher(s) not available: wrn_40_2" in result.output
     assert find_teacher("cub200", "resnet8x4") is not None and find_teacher("cub200", "wrn_40_2") is None
+
+
+def test_missing_teacher_message_says_how_to_get_it(home: Path) -> None:
+    cifar = missing_teacher_message("cifar100", "resnet32x4")
+    assert "sddkd fetch-teachers --dataset cifar100 --arch resnet32x4" in cifar and str(home) in cifar
+    assert "bzc6" in missing_teacher_message("cub200", "vgg13")
+    synthetic = missing_teacher_message("synthetic", "resnet20")
+    assert "sddkd train --preset synthetic/vanilla/resnet20" in synthetic and "--teacher" in synthetic
 
 
 def test_imagenet_teacher_from_a_local_torchvision_file(home: Path, tmp_path: Path) -> None:
