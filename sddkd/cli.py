@@ -68,14 +68,16 @@ def fetch_teachers_command(
 
     CUB-200 teachers are only on a Baidu Pan share: pass what you downloaded with --source, or train them.
     """
-    from sddkd.teacher_sources import fetch_teachers, status_table
+    from sddkd.teacher_sources import fetch_teachers, status_report
 
     with user_errors():
         statuses = fetch_teachers(dataset, arch or (), source=source, sha256=sha256, force=force)
-    console.print(status_table(statuses))
+    console.print(status_report(statuses))
     missing = [s.arch for s in statuses if s.state == "missing"]
     if missing:
-        fail(f"{len(missing)} teacher(s) not available: {', '.join(missing)}; the table says where each comes from")
+        fail(
+            f"{len(missing)} teacher(s) not available: {', '.join(missing)}; the lines above say where each comes from"
+        )
 
 
 # --- prepare-data ---------------------------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def prepare_data_command(
     checks = ", ".join(
         part for part in (prepared.archive_md5 and f"md5 {prepared.archive_md5}", prepared.spot_check) if part
     )
-    console.print(f"{dataset} {state} at {prepared.path}" + (f" ({checks})" if checks else ""), highlight=False)
+    console.print(f"{dataset} {state} at {prepared.path}" + (f" ({checks})" if checks else ""), soft_wrap=True)
 
 
 # --- train / eval ---------------------------------------------------------------------------------------------

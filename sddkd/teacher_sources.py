@@ -23,7 +23,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from sddkd.download import download, file_digest, is_url, verify_digest
 from sddkd.teachers import (
@@ -117,12 +119,15 @@ def _check_archs(dataset: str, archs: list[str]) -> None:
 
 def _status(dataset: str, arch: str, *, fetched: bool, source: str | None) -> TeacherStatus:
     path = find_teacher(dataset, arch)
+    published = PUBLISHED_TOP1.get(dataset, {}).get(arch)
     if path is None:
-        return TeacherStatus(dataset, arch, "missing", note=missing_note(dataset, arch, source))
+        return TeacherStatus(
+            dataset, arch, "missing", published_top1=published, note=missing_note(dataset, arch, source)
+        )
     entry = read_index()["teachers"][f"{dataset}/{arch}"]
     return TeacherStatus(
         dataset, arch, "fetched" if fetched else "verified", path, entry["sha256"],
-        PUBLISHED_TOP1.get(dataset, {}).get(arch), entry.get("accuracy"), note=entry.get("origin", ""),
+        published, entry.get("accuracy"), note=entry.get("origin", ""),
     )  # fmt: skip
 
 
@@ -133,7 +138,7 @@ def missing_note(dataset: str, arch: str, source: str | None) -> str:
     if dataset == "cub200" and published and source is None:
         return (
             f"download cub200/{arch}_vanilla/{arch}_best.pth from {CUB_TEACHERS_SHARE} (code {CUB_TEACHERS_CODE}) "
-            f"and pass it (or the downloaded folder) with --source, or {train}"
+            f"and pass it (or the downloaded folder) with --source; or {train}"
         )
     if not published:
         return f"no published {_DATASET_NAMES.get(dataset, dataset)} teacher exists for {arch}; {train}"
@@ -151,10 +156,12 @@ def _train_hint(dataset: str, arch: str) -> str:
     preset = f"{dataset}/vanilla/{arch}"
     if preset not in list_presets():
         return "train it with a vanilla preset of your own and pass its checkpoint with --teacher"
-    hint = f"train it with `sddkd train --preset {preset}` and pass RUN_DIR/checkpoints/best.pt as --teacher"
-    if dataset in SOURCES:
-        hint += f" (or register it: `sddkd fetch-teachers --dataset {dataset} --arch {arch} --source` that file)"
-    return hint
+    then = (
+        f"`sddkd fetch-teachers --dataset {dataset} --arch {arch} --source RUN_DIR/checkpoints/best.pt`"
+        if dataset in SOURCES
+        else "pass RUN_DIR/checkpoints/best.pt with --teacher"
+    )
+    return f"train it: `sddkd train --preset {preset}`, then {then}"
 
 
 def _has_torchvision_weights(arch: str) -> bool:
@@ -317,20 +324,23 @@ def _fetch_torchvision(arch: str, progress: bool) -> None:
         staged.unlink(missing_ok=True)
 
 
-# --- the status table -----------------------------------------------------------------------------------------
+# --- the status report ----------------------------------------------------------------------------------------
 
 
-def status_table(statuses: Sequence[TeacherStatus]) -> Table:
-    table = Table(title="teachers in " + str(sddkd_home() / "teachers"), title_justify="left")
-    for column in ("dataset", "arch", "status", "sha256", "published top-1", "recorded top-1", "origin / how to get"):
-        table.add_column(column, overflow="fold")
+def status_report(statuses: Sequence[TeacherStatus]) -> Group:
+    """A table (one row per arch) followed by one line per missing teacher saying where it comes from."""
+    dataset = statuses[0].dataset if statuses else ""
+    table = Table(title=f"{dataset} teachers in {sddkd_home() / 'teachers'}", title_justify="left")
+    for column in ("arch", "status", "sha256", "published top-1", "recorded top-1"):
+        table.add_column(column, no_wrap=True)
     colors = {"verified": "green", "fetched": "green", "missing": "red"}
     for s in statuses:
         table.add_row(
-            s.dataset, s.arch, f"[{colors[s.state]}]{s.state}[/]", (s.sha256 or "")[:12],
-            _percent(s.published_top1), _percent(s.recorded_top1), s.note,
+            s.arch, f"[{colors[s.state]}]{s.state}[/]", (s.sha256 or "")[:12] + ("…" if s.sha256 else ""),
+            _percent(s.published_top1), _percent(s.recorded_top1),
         )  # fmt: skip
-    return table
+    notes = [Text(f"{s.arch}: {s.note}") for s in statuses if s.state == "missing"]
+    return Group(table, *notes)
 
 
 def _percent(value: float | None) -> str:

@@ -17,7 +17,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -99,10 +98,9 @@ def _updating_index() -> Iterator[dict[str, Any]]:
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        json.dump(payload, tmp, indent=2, sort_keys=True)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(staged, path)
 
 
 def record_source(url: str, sha256: str) -> str | None:

@@ -71,7 +71,7 @@ def prepare_dataset(
     if dataset == "imagenet":
         if url or md5:
             raise PrepareError("ImageNet cannot be downloaded (licence); pass --from DIR with its train/ and val/")
-        return _prepare_imagenet(root, Path(source).expanduser() if source else None, progress)
+        return _prepare_imagenet(root, Path(source).expanduser() if source else None)
     if dataset not in OFFICIAL:
         raise PrepareError(f"unknown dataset {dataset!r}; choose cifar100, cub200 or imagenet")
     md5 = md5.lower() if md5 else None
@@ -181,9 +181,9 @@ def _finish(
 ) -> Prepared:
     """Build what the loader needs beyond the files, then write the marker (last, so it means 'complete')."""
     if dataset == "cub200":
-        from sddkd.data.cub import build_cub_cache
+        from sddkd.data.cub import build_cub_cache, cub_cache_dir
 
-        build_cub_cache(dest, root, progress=progress)
+        build_cub_cache(dest, cub_cache_dir(root), progress=progress)
     write_marker(root, dataset, {"archive_md5": archive_md5, "source": source, "spot_check": spot_check,
                                  "path": str(dest)})  # fmt: skip
     return Prepared(dataset, dest, archive_md5, False, spot_check)
@@ -200,45 +200,37 @@ def _files_ready(dataset: str, root: Path) -> bool:
 # --- ImageNet: the user's copy --------------------------------------------------------------------------------
 
 
-def _prepare_imagenet(root: Path, source: Path | None, progress: bool) -> Prepared:
+def _prepare_imagenet(root: Path, source: Path | None) -> Prepared:
+    """Link the user's copy in as `<root>/imagenet` (too large to copy), check it and write the index."""
+    from sddkd.data.imagenet import build_imagenet_index, imagenet_index_path
+
     dest = root / FOLDERS["imagenet"]
-    if source is not None and source.resolve() != dest.resolve():
-        if not source.is_dir():
-            raise PrepareError(f"--from {source} is not a folder; pass the ImageNet folder holding train/ and val/")
-        _check_imagenet(source)
-        if dest.is_symlink() or not dest.exists():
-            dest.unlink(missing_ok=True)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.symlink_to(source.resolve(), target_is_directory=True)  # ImageNet is too large to copy
-        else:
-            raise PrepareError(f"{dest} already exists; remove it or pass --data-root elsewhere to use {source}")
+    same_place = source is None or (dest.exists() and source.resolve() == dest.resolve())
+    if read_marker(root, "imagenet") is not None and same_place and imagenet_index_path(root).is_file():
+        return Prepared("imagenet", dest, None, True)
+    linked = False
+    if source is not None and (not dest.exists() or source.resolve() != dest.resolve()):
+        if not (source / "train").is_dir() or not (source / "val").is_dir():
+            raise PrepareError(f"--from {source} needs train/ and val/ folders with one folder per ImageNet class")
+        if dest.exists() and not dest.is_symlink():
+            raise PrepareError(f"{dest} already exists; remove it or pass another --data-root to use {source}")
+        dest.unlink(missing_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.symlink_to(source.resolve(), target_is_directory=True)
+        linked = True
     elif not dest.exists():
         raise PrepareError(
             "ImageNet cannot be downloaded (its licence requires getting it from image-net.org); pass --from DIR "
             f"with its train/ and val/ class folders, or put them under {dest}"
         )
-    _check_imagenet(dest)
-    from sddkd.data.imagenet import build_imagenet_index
-
-    build_imagenet_index(dest)
+    try:
+        build_imagenet_index(root)
+    except BaseException:
+        if linked:
+            dest.unlink()
+        raise
     write_marker(root, "imagenet", {"archive_md5": None, "source": str(dest.resolve()), "path": str(dest)})
     return Prepared("imagenet", dest, None, False)
-
-
-def _check_imagenet(folder: Path) -> None:
-    classes = {}
-    for split in ("train", "val"):
-        split_dir = folder / split
-        if not split_dir.is_dir():
-            raise PrepareError(f"{folder} has no {split}/ folder; ImageNet needs train/ and val/ with class folders")
-        classes[split] = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-        if not classes[split]:
-            raise PrepareError(f"{split_dir} holds no class folders; extract the images into {split}/<wnid>/*.JPEG")
-    if classes["train"] != classes["val"]:
-        only = sorted(set(classes["train"]) ^ set(classes["val"]))
-        raise PrepareError(
-            f"train/ and val/ of {folder} have different classes (e.g. {only[0]}); sort val/ into class folders"
-        )
 
 
 # --- the marker -----------------------------------------------------------------------------------------------
@@ -260,6 +252,6 @@ def write_marker(root: Path, dataset: str, fields: dict[str, Any]) -> None:
     path = marker_path(root, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, **fields, "prepared": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        json.dump(payload, tmp, indent=2)
-    os.replace(tmp.name, path)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(staged, path)
