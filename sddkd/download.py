@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from tqdm import tqdm
 
@@ -168,7 +168,7 @@ def _expected_total(response: http.client.HTTPResponse, offset: int) -> int | No
     return offset + int(length) if length is not None and length.isdigit() else None
 
 
-def _copy_stream(response: BinaryIO, out: BinaryIO, bar: tqdm) -> int:
+def _copy_stream(response: IO[bytes], out: IO[bytes], bar: tqdm) -> int:
     received = 0
     while True:
         try:

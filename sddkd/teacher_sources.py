@@ -196,8 +196,9 @@ def _fetch_from(dataset: str, archs: list[str], source: str, *, sha256: str | No
         if is_url(source):
             _pin_first_seen(source, local, explicit=sha256 is not None)
         with _checkpoints_in(local, SOURCES[dataset].patterns, len(archs)) as find:
+            origin = source if is_url(source) else str(local.resolve())
             for arch in archs:
-                _install_member(dataset, arch, find, origin=source)
+                _install_member(dataset, arch, find, origin=origin)
     finally:
         if is_url(source):
             local.unlink(missing_ok=True)
@@ -215,7 +216,7 @@ def _pin_first_seen(url: str, local: Path, *, explicit: bool) -> None:
     record_source(url, digest)
 
 
-Finder = Callable[[str, Path], bool]  # (arch, where to write it) -> found
+Finder = Callable[[str, Path], "str | None"]  # (arch, where to write it) -> the member copied, None if absent
 
 
 @contextlib.contextmanager
@@ -232,30 +233,37 @@ def _checkpoints_in(local: Path, patterns: Sequence[str], num_archs: int) -> Ite
     if local.is_dir():
         files = {p.relative_to(local).as_posix(): p for p in local.rglob("*") if p.is_file()}
 
-        def from_folder(arch: str, dest: Path) -> bool:
+        def from_folder(arch: str, dest: Path) -> str | None:
             name = pick(arch, iter(files))
-            return name is not None and bool(shutil.copyfile(files[name], dest))
+            if name is not None:
+                shutil.copyfile(files[name], dest)
+            return name
 
         yield from_folder
     elif tarfile.is_tarfile(local):
         with tarfile.open(local) as handle:
             members = {m.name: m for m in handle.getmembers() if m.isfile()}
 
-            def from_tar(arch: str, dest: Path) -> bool:
+            def from_tar(arch: str, dest: Path) -> str | None:
                 name = pick(arch, iter(members))
-                return name is not None and _copy_stream(handle.extractfile(members[name]), dest)
+                return name if name is not None and _copy_stream(handle.extractfile(members[name]), dest) else None
 
             yield from_tar
     elif zipfile.is_zipfile(local) and not _is_torch_zip(local):
-        with zipfile.ZipFile(local) as handle:
+        with zipfile.ZipFile(local) as zip_handle:
 
-            def from_zip(arch: str, dest: Path) -> bool:
-                name = pick(arch, (n for n in handle.namelist() if not n.endswith("/")))
-                return name is not None and _copy_stream(handle.open(name), dest)
+            def from_zip(arch: str, dest: Path) -> str | None:
+                name = pick(arch, (n for n in zip_handle.namelist() if not n.endswith("/")))
+                return name if name is not None and _copy_stream(zip_handle.open(name), dest) else None
 
             yield from_zip
     elif num_archs == 1:
-        yield lambda arch, dest: bool(shutil.copyfile(local, dest))
+
+        def whole_file(arch: str, dest: Path) -> str | None:
+            shutil.copyfile(local, dest)
+            return ""
+
+        yield whole_file
     else:
         raise TeacherError(f"{local} is a single checkpoint; name the one architecture it holds with --arch")
 
@@ -285,8 +293,10 @@ def _install_member(dataset: str, arch: str, find: Finder, *, origin: str) -> No
     staged = store_path(dataset, arch).with_name(f".{arch}.pth.{os.getpid()}.incoming")
     staged.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if find(arch, staged):
-            register_teacher(dataset, arch, staged, origin=origin, accuracy=None, move=True)
+        member = find(arch, staged)
+        if member is not None:
+            where = f"{origin}#{member}" if member else origin
+            register_teacher(dataset, arch, staged, origin=where, accuracy=None, move=True)
     finally:
         staged.unlink(missing_ok=True)
 
@@ -300,7 +310,7 @@ def _fetch_torchvision(arch: str, progress: bool) -> None:
     from torchvision.models import get_model_weights
 
     try:
-        weights = get_model_weights(arch).IMAGENET1K_V1  # type: ignore[attr-defined]
+        weights = get_model_weights(arch).IMAGENET1K_V1
     except (ValueError, AttributeError):
         raise TeacherError(f"torchvision publishes no ImageNet weights for {arch}; pass --source PATH.pth") from None
     url = weights.url

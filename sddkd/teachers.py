@@ -80,7 +80,7 @@ def read_index() -> dict[str, Any]:
         raise TeacherError(f"{path} is not valid JSON; delete it and run `sddkd fetch-teachers` again") from None
     index.setdefault("teachers", {})
     index.setdefault("sources", {})
-    return index  # type: ignore[no-any-return]
+    return index
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def record_source(url: str, sha256: str) -> str | None:
     with _updating_index() as index:
         previous = index["sources"].get(url)
         index["sources"][url] = sha256
-    return previous  # type: ignore[no-any-return]
+    return previous
 
 
 # --- find, register, load -------------------------------------------------------------------------------------

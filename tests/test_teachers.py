@@ -101,6 +101,9 @@ def test_fetch_verifies_registers_and_is_idempotent(home: Path, published: dict)
         path = find_teacher("cifar100", arch)
         assert path == store_path("cifar100", arch)
         assert index["teachers"][f"cifar100/{arch}"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert (
+            index["teachers"][f"cifar100/{arch}"]["origin"] == f"{url}#cifar_teachers/{arch}_vanilla/ckpt_epoch_240.pth"
+        )
         model, info = load_teacher(path, arch, "cifar100", 100)
         assert not model.training and not any(p.requires_grad for p in model.parameters())
         expected = published["checkpoints"][arch]["model"]
@@ -239,7 +242,7 @@ def test_imagenet_teacher_from_a_local_torchvision_file(home: Path, tmp_path: Pa
     result = run("--dataset", "imagenet", "--arch", "mobilenet_v2", "--source", str(source.parent))
     assert result.exit_code == 0, result.output
     entry = json.loads((home / "teachers" / "index.json").read_text())["teachers"]["imagenet/mobilenet_v2"]
-    assert entry["origin"] == str(source.parent) and entry["size"] == source.stat().st_size
+    assert entry["origin"] == f"{source.parent}#{source.name}" and entry["size"] == source.stat().st_size
 
 
 def test_checkpoint_formats(tmp_path: Path) -> None:

@@ -243,7 +243,7 @@ def marker_path(root: Path, dataset: str) -> Path:
 def read_marker(root: Path, dataset: str) -> dict[str, Any] | None:
     path = marker_path(root, dataset)
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
