@@ -304,16 +304,22 @@ def _install_member(dataset: str, arch: str, find: Finder, *, origin: str) -> No
 # --- ImageNet: torchvision's weights --------------------------------------------------------------------------
 
 
-def _fetch_torchvision(arch: str, progress: bool) -> None:
-    """torchvision's IMAGENET1K_V1 weights (what the field's ImageNet teachers are), hash-checked by torch.hub."""
-    import torch.hub
+def torchvision_release(arch: str) -> tuple[str, float]:
+    """(URL, published ImageNet top-1) of torchvision's IMAGENET1K_V1 weights: the field's ImageNet teachers."""
     from torchvision.models import get_model_weights
 
     try:
         weights = get_model_weights(arch).IMAGENET1K_V1
     except (ValueError, AttributeError):
         raise TeacherError(f"torchvision publishes no ImageNet weights for {arch}; pass --source PATH.pth") from None
-    url = weights.url
+    return weights.url, float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"])
+
+
+def _fetch_torchvision(arch: str, progress: bool) -> None:
+    """Download with torch.hub, which checks the sha256 prefix in the file name (`resnet50-0676ba61.pth`)."""
+    import torch.hub
+
+    url, top1 = torchvision_release(arch)
     hash_prefix = re.search(r"-([a-f0-9]+)\.pth$", url)
     staged = store_path("imagenet", arch).with_name(f".{arch}.pth.{os.getpid()}.incoming")
     staged.parent.mkdir(parents=True, exist_ok=True)
@@ -328,8 +334,7 @@ def _fetch_torchvision(arch: str, progress: bool) -> None:
             ) from None
         except RuntimeError as exc:  # torch.hub's hash check
             raise TeacherError(f"{url} failed torchvision's hash check ({exc}); download it again") from None
-        accuracy = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
-        register_teacher("imagenet", arch, staged, origin=url, accuracy=accuracy, move=True)
+        register_teacher("imagenet", arch, staged, origin=url, accuracy=top1, move=True)
     finally:
         staged.unlink(missing_ok=True)
 

@@ -245,6 +245,31 @@ def test_imagenet_teacher_from_a_local_torchvision_file(home: Path, tmp_path: Pa
     assert entry["origin"] == f"{source.parent}#{source.name}" and entry["size"] == source.stat().st_size
 
 
+def test_imagenet_teacher_downloaded_and_hash_checked_like_torchvision(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sddkd.teacher_sources as sources
+
+    data = saved(create_model("mobilenet_v2", num_classes=1000, dataset="imagenet").state_dict())
+    name = f"mobilenet_v2-{hashlib.sha256(data).hexdigest()[:8]}.pth"  # torch.hub's naming: sha256 prefix
+    with LocalServer({name: data, "mobilenet_v2-00000000.pth": data}) as server:
+        monkeypatch.setattr(
+            sources, "torchvision_release", lambda arch: (server.url("mobilenet_v2-00000000.pth"), 71.9)
+        )
+        refused = run("--dataset", "imagenet", "--arch", "mobilenet_v2")
+        assert refused.exit_code != 0 and "hash check" in refused.output
+        assert [p for p in store_files(home) if "mobilenet" in p] == []
+
+        monkeypatch.setattr(sources, "torchvision_release", lambda arch: (server.url(name), 71.9))
+        result = run("--dataset", "imagenet", "--arch", "mobilenet_v2")
+    assert result.exit_code == 0, result.output
+    assert read_index()["teachers"]["imagenet/mobilenet_v2"]["accuracy"] == 71.9
+
+    monkeypatch.setattr(sources, "torchvision_release", lambda arch: (closed_port_url(name), 71.9))
+    offline = run("--dataset", "imagenet", "--arch", "mobilenet_v2", "--force")
+    assert offline.exit_code != 0 and "--source PATH.pth" in offline.output
+
+
 def test_checkpoint_formats(tmp_path: Path) -> None:
     state = create_model("resnet8", num_classes=100, dataset="cifar100").state_dict()
     formats = {
