@@ -12,6 +12,7 @@ renamed into place, and the marker is written last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -79,8 +80,11 @@ def prepare_dataset(
     if previous is not None and (md5 is None or previous.get("archive_md5") == md5) and _files_ready(dataset, root):
         return Prepared(dataset, root / FOLDERS[dataset], previous.get("archive_md5"), True,
                         previous.get("spot_check", ""))  # fmt: skip
+    marker_path(root, dataset).unlink(missing_ok=True)  # from here on the dataset reads as not prepared
     local = Path(source).expanduser() if source else None
     if local is not None and local.is_dir():
+        if md5:
+            raise PrepareError(f"--md5 checks an archive, but --from {source} is a folder; leave --md5 out")
         return _prepare_from_folder(dataset, root, local, progress)
     official_url, official_md5 = OFFICIAL[dataset]
     expected_md5 = md5 or official_md5
@@ -108,11 +112,17 @@ def prepare_dataset(
         # A download with the right checksum but unusable content (unsafe, wrong layout) is not kept; after any
         # other failure (an interrupt, a bug) the verified archive stays in .downloads/ and the next run reuses it.
         if downloaded is not None:
-            downloaded.unlink(missing_ok=True)
+            _remove_download(downloaded)
         raise
     if downloaded is not None:
-        downloaded.unlink(missing_ok=True)
+        _remove_download(downloaded)
     return result
+
+
+def _remove_download(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # keep .downloads/ only while it holds something
+        path.parent.rmdir()
 
 
 def _archive_name(dataset: str) -> str:
