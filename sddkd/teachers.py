@@ -148,8 +148,9 @@ def register_teacher(
     already in the store's folder instead of copying it.
     """
     checkpoint = Path(checkpoint)
-    state_dict, recorded = read_checkpoint(checkpoint)
-    model = _build_model(arch, dataset, NUM_CLASSES.get(dataset, 100))
+    state_dict, recorded, config = _read(checkpoint)
+    model_dataset, num_classes = _geometry(dataset, config, checkpoint)
+    model = _build_model(arch, model_dataset, num_classes)
     load_strict(model, state_dict, arch=arch, source=checkpoint, dataset=dataset)
     del model, state_dict
 
@@ -231,6 +232,12 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], float | None]:
     Accepted: RepDistiller `{'epoch','model','accuracy','optimizer'}`, mdistiller `{'model'}`, this toolkit's
     checkpoints, or a bare state dict.
     """
+    state_dict, recorded, _config = _read(path)
+    return state_dict, recorded
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], float | None, dict[str, Any] | None]:
+    """read_checkpoint plus the run config this toolkit's checkpoints carry (None for published files)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -247,6 +254,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], float | None]:
     if not isinstance(payload, dict):
         raise TeacherError(f"{path} holds a {type(payload).__name__}, not a checkpoint dict or a state dict")
     recorded = _recorded_accuracy(payload)
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else None
     for key in STATE_DICT_KEYS:
         if isinstance(payload.get(key), dict):
             payload = payload[key]
@@ -255,7 +263,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], float | None]:
         keys = ", ".join(sorted(map(str, payload))[:6])
         raise TeacherError(f"{path} holds no state dict (top-level keys: {keys}); expected 'model' or tensors")
     state_dict = {k.removeprefix("module."): v for k, v in payload.items()}
-    return state_dict, recorded
+    return state_dict, recorded, config
 
 
 def _recorded_accuracy(payload: Mapping[str, Any]) -> float | None:
@@ -266,6 +274,27 @@ def _recorded_accuracy(payload: Mapping[str, Any]) -> float | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return round(float(value), 4)
     return None
+
+
+def _geometry(dataset: str, config: dict[str, Any] | None, checkpoint: Path) -> tuple[str, int]:
+    """(model geometry, class count) of a teacher for `dataset`: fixed for the real datasets; for generated data
+    read from the run config the engine saves in its checkpoints (the smoke suite registers such teachers)."""
+    if dataset in NUM_CLASSES:
+        return dataset, NUM_CLASSES[dataset]
+    if config is None:
+        raise TeacherError(
+            f"{checkpoint} carries no run config, so its {dataset} class count is unknown; register the "
+            "checkpoints/best.pt that `sddkd train` wrote"
+        )
+    from sddkd.config import RunConfig
+    from sddkd.data import dataset_spec
+
+    try:
+        data = RunConfig.model_validate(config).data
+    except ValueError:  # pydantic's ValidationError: a config of another sddkd version
+        raise TeacherError(f"{checkpoint} carries a run config this sddkd cannot read; train it again") from None
+    spec = dataset_spec(data)
+    return spec.model_dataset, spec.num_classes
 
 
 def _build_model(arch: str, dataset: str, num_classes: int) -> nn.Module:

@@ -25,6 +25,7 @@ from sddkd.teachers import (
     missing_teacher_message,
     read_checkpoint,
     read_index,
+    register_teacher,
     store_path,
 )
 from tests.local_http import LocalServer, closed_port_url
@@ -287,3 +288,21 @@ def test_checkpoint_formats(tmp_path: Path) -> None:
     torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "empty.pth")
     with pytest.raises(TeacherError, match="holds no state dict"):
         read_checkpoint(tmp_path / "empty.pth")
+
+
+def test_a_teacher_trained_on_generated_data_registers_with_its_run_config(home: Path, tmp_path: Path) -> None:
+    from sddkd.config import load_config
+
+    cfg = load_config("synthetic/vanilla/resnet8")  # 10 classes, CIFAR geometry
+    model = create_model("resnet8", num_classes=10, dataset="cifar100")
+    best = tmp_path / "best.pt"  # what `sddkd train` writes: the RepDistiller layout plus the resolved config
+    best_state = {"model": model.state_dict(), "epoch": 8, "accuracy": 55.0, "config": cfg.model_dump(mode="json")}
+    torch.save(best_state, best)
+    path = register_teacher("synthetic", "resnet8", best, origin="sddkd suite smoke")
+    assert find_teacher("synthetic", "resnet8") == path
+    teacher, info = load_teacher(path, "resnet8", "cifar100", 10)
+    assert info["recorded_top1"] == 55.0
+
+    torch.save({"model": model.state_dict()}, tmp_path / "bare.pt")
+    with pytest.raises(TeacherError, match="class count is unknown"):
+        register_teacher("synthetic", "resnet8", tmp_path / "bare.pt", origin="hand-made")
