@@ -218,7 +218,6 @@ def run_suite(
     threads = max(1, (os.cpu_count() or 1) // per_device)  # CPU children share the cores instead of oversubscribing
     running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
     load = dict.fromkeys(slots, 0)
-    interrupted = False
     update = on_update or (lambda _: None)
     with _interrupt_flag() as stop:
         try:
@@ -234,7 +233,11 @@ def run_suite(
                     device = min(slots, key=load.__getitem__)
                     if load[device] >= per_device:
                         break
-                    running[item.run.name] = _launch(plan, item, device, launcher, threads)
+                    try:
+                        running[item.run.name] = _launch(plan, item, device, launcher, threads)
+                    except OSError as exc:  # no such launcher, an unwritable run directory: this run fails alone
+                        item.status, item.note = "failed", f"could not start: {exc}"
+                        continue
                     load[device] += 1
                 update(tuple(progress.values()))
                 if not running and not any(p.status == "queued" for p in progress.values()):
@@ -326,7 +329,11 @@ def _launch(
     log = item.log.open("a")
     log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} sddkd suite {plan.name}: {shlex.join(argv)}\n")
     log.flush()
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    except OSError:
+        log.close()
+        raise
     item.status, item.device, item.started, item.note = "running", device, time.monotonic(), ""
     return proc, log
 

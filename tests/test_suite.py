@@ -454,6 +454,12 @@ def test_a_run_still_running_elsewhere_is_not_started_twice(tmp_path, fake):
     assert fake.calls() == [] and "already running in process" in outcome.failures[0].note
 
 
+def test_a_run_that_cannot_start_fails_alone(tmp_path):
+    plan = plan_suite(suite_file(tmp_path, THREE_SEEDS), out=tmp_path / "logs")
+    outcome = run_suite(plan, devices="cpu", launcher=[str(tmp_path / "no-such-python")])
+    assert len(outcome.failures) == 3 and all("could not start" in p.note for p in outcome.failures)
+
+
 def test_devices(monkeypatch):
     assert resolve_devices("0,1") == ("0", "1") and resolve_devices("cpu") == ("cpu",)
     for bad in ("0,0", "cpu,0", "0,,1"):
