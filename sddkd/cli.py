@@ -79,36 +79,41 @@ def suite_command() -> None:
 @app.command("report")
 def report_command(
     runs_dir: Annotated[
-        Path, typer.Argument(help="Folder searched recursively for runs (folders holding result.json).")
+        Path,
+        typer.Argument(
+            metavar="RUNS_DIR", help="Folder searched recursively for runs (folders with result.json)."
+        ),
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for report.md/.csv/.json and plots/ [default: RUNS_DIR]."),
+        typer.Option("--out", help="Folder for report.md/.csv/.json and plots/ (default: RUNS_DIR)."),
     ] = None,
     output_format: Annotated[
         Literal["table", "md", "csv", "json"],
         typer.Option("--format", help="What to print: a rich table, or the Markdown, CSV or JSON text."),
     ] = "table",
     plots: Annotated[
-        bool, typer.Option("--plots", help="Also draw PNG figures (needs: pip install 'sddkd[plots]').")
+        bool, typer.Option("--plots", help="Also draw PNG figures (needs matplotlib: the `plots` extra).")
     ] = False,
 ) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
+    from rich.markup import escape
+
     from sddkd.report import ReportError, generate_report, render, render_table
 
     try:
         report = generate_report(runs_dir, out_dir=out, plots=plots)
     except ReportError as error:
-        fail(str(error))
+        fail(escape(str(error)))  # the message names "sddkd[plots]": not rich markup
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if output_format == "table":
         console.print(render_table(report))
     else:
         sys.stdout.write(render(report, output_format))
     # keep stdout clean for piping the md/csv/json text
     notes = console if output_format == "table" else err_console
-    notes.print(f"wrote {len(report.files)} files into {out or runs_dir}", highlight=False)
+    notes.print(f"wrote {len(report.files)} files into {escape(str(out or runs_dir))}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

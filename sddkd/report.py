@@ -204,7 +204,7 @@ def _terminal_table(dataset: str, rows: Sequence[Row]) -> Table:
     epochs = {row.epochs for row in rows}
     one_length = len(epochs) == 1  # then the epochs go into the title, saving a column
     title = f"{dataset}, {epochs.pop()} epochs" if one_length else dataset
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header, min_width in TERMINAL_COLUMNS.items():
         if header == "ep" and one_length:
             continue
@@ -212,7 +212,8 @@ def _terminal_table(dataset: str, rows: Sequence[Row]) -> Table:
         table.add_column(header, justify="left" if left else "right", min_width=min_width)
     for row in rows:
         cells = _cells(row)[1:]  # the dataset is in the title
-        table.add_row(*(cells[:3] + cells[4:] if one_length else cells))
+        shown = cells[:3] + cells[4:] if one_length else cells
+        table.add_row(*(Text(cell) for cell in shown))  # Text: a "[...]" in a name is not rich markup
     return table
 
 
@@ -227,7 +228,8 @@ def render_table(report: Report) -> Group:
         for header in RUN_HEADERS:
             unfinished.add_column(header, min_width=5)
         for run in report.unfinished:
-            unfinished.add_row(*_run_cells(run), style="yellow" if run.state == "running" else "red")
+            cells = (Text(cell) for cell in _run_cells(run))
+            unfinished.add_row(*cells, style="yellow" if run.state == "running" else "red")
         parts.append(unfinished)
     return Group(*parts)
 
