@@ -10,10 +10,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="sddkd",
@@ -29,7 +30,8 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one clear sentence on stderr and a non-zero exit, never a traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text (it may name `sddkd[plots]`), never rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -163,9 +165,41 @@ def suite_command() -> None:
 
 
 @app.command("report")
-def report_command() -> None:
+def report_command(
+    runs_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUNS_DIR", help="Folder searched recursively for runs (folders with result.json)."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for report.md/.csv/.json and plots/ (default: RUNS_DIR)."),
+    ] = None,
+    output_format: Annotated[
+        Literal["table", "md", "csv", "json"],
+        typer.Option("--format", help="What to print: a rich table, or the Markdown, CSV or JSON text."),
+    ] = "table",
+    plots: Annotated[
+        bool, typer.Option("--plots", help="Also draw PNG figures (needs matplotlib: the `plots` extra).")
+    ] = False,
+) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
-    fail("report is not wired yet")
+    from sddkd.report import ReportError, generate_report, render, render_table
+
+    try:
+        report = generate_report(runs_dir, out_dir=out, plots=plots)
+    except ReportError as error:
+        fail(str(error))
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if output_format == "table":
+        console.print(render_table(report))
+    else:
+        sys.stdout.write(render(report, output_format))
+    # keep stdout clean for piping the md/csv/json text
+    notes = console if output_format == "table" else err_console
+    notes.print(f"wrote {len(report.files)} files into {escape(str(out or runs_dir))}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
