@@ -7,11 +7,14 @@ Heavy modules (torch and everything that imports it) are imported inside the com
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="sddkd",
@@ -27,8 +30,20 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one clear sentence on stderr and a non-zero exit, never a traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text (it may name `sddkd[plots]`), never rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's UserError (bad input, missing data or teacher, bad checksum...) into one clear line."""
+    from sddkd.errors import UserError
+
+    try:
+        yield
+    except UserError as exc:
+        fail(str(exc))
 
 
 # --- fetch-teachers -------------------------------------------------------------------------------------------
@@ -53,15 +68,88 @@ def prepare_data_command() -> None:
 
 
 @app.command("train")
-def train_command() -> None:
-    """Train a student (or a vanilla model) from a preset."""
-    fail("train is not wired yet")
+def train_command(
+    preset: Annotated[
+        str | None, typer.Option("--preset", "-p", help="Preset name (e.g. res32x4_res8x4) or YAML path.")
+    ] = None,
+    scales: Annotated[
+        str | None, typer.Option("--M", help="SDD scales, e.g. 1,2,4 (starts with 1, increasing).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="`synthetic` swaps in generated data of the same shape.")] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Where `sddkd prepare-data` put the data [default: data].")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N optimizer steps (smoke tests).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Global batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(min=0.0)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N [default: cuda if available].")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint file; overrides the teacher store.")] = None,
+    out: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("logs"),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an unfinished run from its last checkpoint.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
+    ] = None,
+    list_presets: Annotated[bool, typer.Option("--list", help="List the shipped presets and exit.")] = False,
+) -> None:
+    """Train a student against a frozen teacher (or a vanilla model) from a preset."""
+    from sddkd import config
+
+    if list_presets:
+        for name in config.list_presets():
+            console.print(name, highlight=False)
+        return
+    if preset is None:
+        fail("give a preset with --preset NAME (see `sddkd train --list`)")
+    shortcuts = {
+        "data.root": data_root, "optim.epochs": epochs, "optim.max_steps": max_steps,
+        "optim.batch_size": batch_size, "optim.lr": lr, "seed": seed, "engine.device": device,
+        "teacher.checkpoint": teacher,
+    }  # fmt: skip
+    assignments = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    try:
+        cfg = config.load_config(preset, scales=scales, dataset=dataset, overrides=assignments + (overrides or []))
+    except config.ConfigError as exc:
+        fail(str(exc))
+    with user_errors():
+        from sddkd.engine import train
+
+        record = train(cfg, out, resume=resume, console=err_console)
+    if record.get("status") != "finished":
+        fail(f"run {record.get('run_name')} stopped with status {record.get('status')}", code=1)
+    console.print(
+        f"[bold]{record['run_name']}[/]: best top-1 {record['best_top1']:.2f}% (epoch {record['best_epoch']}), "
+        f"last top-1 {record['last_top1']:.2f}%  -> {out / record['run_name']}",
+        highlight=False,
+    )
 
 
 @app.command("eval")
-def eval_command() -> None:
+def eval_command(
+    checkpoint: Annotated[
+        Path, typer.Option(help="A checkpoint written by `sddkd train`, or a published teacher file.")
+    ],
+    dataset: Annotated[str | None, typer.Option(help="Dataset to evaluate on [default: the checkpoint's].")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Data root [default: the checkpoint's, else data].")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture, for a published file that carries no config.")] = None,
+    scales: Annotated[str | None, typer.Option("--M", help="Region scales to report [default: the run's M].")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+) -> None:
     """Evaluate a checkpoint: top-1 / top-5, and each region scale's accuracy for multi-scale models."""
-    fail("eval is not wired yet")
+    with user_errors():
+        from sddkd.evaluation import evaluate_checkpoint
+
+        result = evaluate_checkpoint(
+            checkpoint, dataset=dataset, data_root=data_root, arch=arch, scales=scales, device=device,
+            batch_size=batch_size,
+        )  # fmt: skip
+    console.print(f"{result['arch']} on {result['dataset']}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%")
+    for m, top1 in result.get("scales", {}).items():
+        console.print(f"  scale {m}x{m}: mean per-cell top-1 {top1:.2f}%", highlight=False)
 
 
 # --- suite ----------------------------------------------------------------------------------------------------
@@ -119,9 +207,41 @@ def suite_command(
 
 
 @app.command("report")
-def report_command() -> None:
+def report_command(
+    runs_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUNS_DIR", help="Folder searched recursively for runs (folders with result.json)."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for report.md/.csv/.json and plots/ (default: RUNS_DIR)."),
+    ] = None,
+    output_format: Annotated[
+        Literal["table", "md", "csv", "json"],
+        typer.Option("--format", help="What to print: a rich table, or the Markdown, CSV or JSON text."),
+    ] = "table",
+    plots: Annotated[
+        bool, typer.Option("--plots", help="Also draw PNG figures (needs matplotlib: the `plots` extra).")
+    ] = False,
+) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
-    fail("report is not wired yet")
+    from sddkd.report import ReportError, generate_report, render, render_table
+
+    try:
+        report = generate_report(runs_dir, out_dir=out, plots=plots)
+    except ReportError as error:
+        fail(str(error))
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if output_format == "table":
+        console.print(render_table(report))
+    else:
+        sys.stdout.write(render(report, output_format))
+    # keep stdout clean for piping the md/csv/json text
+    notes = console if output_format == "table" else err_console
+    notes.print(f"wrote {len(report.files)} files into {escape(str(out or runs_dir))}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sddkd.errors import UserError
 from sddkd.scales import Scales, format_scales, parse_scales
 
 DatasetName = Literal["cifar100", "cub200", "imagenet", "synthetic"]
@@ -211,7 +212,7 @@ def run_name(cfg: RunConfig) -> str:
 # --- presets, overrides and errors ----------------------------------------------------------------------------
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user-caused configuration problem; its message is one sentence that names the fix."""
 
 

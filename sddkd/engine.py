@@ -1,0 +1,371 @@
+"""The training engine: `train(cfg) -> result record`. The only module that knows devices, AMP and processes.
+
+One loop serves every method: the method is a loss function of region logits (`sddkd.distill`), never a trainer
+subclass. The loop keeps everything on the device between epochs: loss sums, accuracy counts and the non-finite
+counter are tensors, read back once per epoch, so a step never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from sddkd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sddkd.config import EngineConfig, OptimConfig, RunConfig, config_hash
+from sddkd.distill import RegionModel, make_loss_fn, teacher_regions
+from sddkd.distributed import DistContext
+from sddkd.errors import UserError
+from sddkd.models import create_model, region_logits
+from sddkd.runs import (
+    RunPaths,
+    append_metrics,
+    check_run_directory,
+    new_record,
+    read_result,
+    run_paths,
+    save_config,
+    save_record,
+    truncate_metrics,
+)  # fmt: skip
+from sddkd.scales import Scales
+
+NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
+
+
+# `best.pt` keeps what a teacher file needs, in the RepDistiller layout ({"model", "epoch", "accuracy"}) plus the
+# config that produced it; `last.pt` adds the optimizer and RNG state for an exact resume.
+BEST_CHECKPOINT_KEYS = ("model", "epoch", "accuracy", "config", "config_hash")
+
+
+class NonFiniteLossError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in what precision the run computes."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # bf16 autocast on CUDA; losses stay float32 either way
+    channels_last: bool
+
+    def autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def images(self, images: Tensor) -> Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+
+def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Placement:
+    name = engine.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name} was asked for but CUDA is not available here; use --device cpu")
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    on_cuda = device.type == "cuda"
+    amp = {"auto": torch.bfloat16 if on_cuda else None, "bf16": torch.bfloat16, "off": None}[engine.amp]
+    channels_last = on_cuda if engine.channels_last is None else engine.channels_last
+    return Placement(device, amp, channels_last)
+
+
+def lr_at(optim: OptimConfig, epoch: int) -> float:
+    """Step schedule per epoch (1-based), as in mdistiller: decay once for every stage epoch already passed."""
+    stages_passed = sum(epoch > stage for stage in optim.lr_decay_epochs)
+    return optim.lr * optim.lr_decay_rate**stages_passed
+
+
+def evaluate(
+    model: nn.Module, loader: Any, placement: Placement, dist: DistContext, scales: Scales = (1,)
+) -> dict[str, Any]:
+    """Top-1/top-5 (%) of the global logits; with several scales also each scale's mean per-cell top-1 (%)."""
+    model.eval()
+    device = placement.device
+    correct1 = torch.zeros((), device=device, dtype=torch.float64)
+    correct5 = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    cell_correct = torch.zeros(sum(m * m for m in scales), device=device, dtype=torch.float64)
+    with torch.inference_mode(), placement.autocast():
+        for images, labels in loader:
+            images = placement.images(images)
+            if len(scales) > 1:
+                regions = region_logits(model, model.forward_features(images), scales)  # [B, K, N]
+                logits = regions[:, :, 0].float()
+                cell_correct += (regions.argmax(dim=1) == labels[:, None]).sum(dim=0)
+            else:
+                logits = model(images).float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # [B, 5]
+            correct1 += (top5[:, 0] == labels).sum()
+            correct5 += (top5 == labels[:, None]).any(dim=1).sum()
+            count += labels.numel()
+    totals = dist.all_reduce_sum(torch.cat([torch.stack([correct1, correct5, count]), cell_correct])).tolist()
+    seen = max(totals[2], 1.0)
+    result: dict[str, Any] = {"top1": 100.0 * totals[0] / seen, "top5": 100.0 * totals[1] / seen}
+    if len(scales) > 1:
+        cells, offset = totals[3:], 0
+        result["scales"] = {}
+        for m in scales:
+            result["scales"][str(m)] = 100.0 * sum(cells[offset : offset + m * m]) / (m * m * seen)
+            offset += m * m
+    return result
+
+
+@dataclass
+class EpochStats:
+    losses: dict[str, float]
+    train_top1: float
+    samples: int
+    steps: int
+    nonfinite_steps: int
+    seconds: float
+
+
+def train_epoch(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    loss_fn: Any,
+    optimizer: torch.optim.Optimizer,
+    loader: Any,
+    placement: Placement,
+    cfg: RunConfig,
+    epoch: int,
+    dist: DistContext,
+    max_steps: int | None,
+    progress: Any = None,
+) -> EpochStats:
+    """One pass over the training data; at most `max_steps` optimizer steps."""
+    student.train()
+    device, scales = placement.device, cfg.scales
+    params = [p for p in student.parameters() if p.requires_grad]
+    sums: dict[str, Tensor] = {}
+    correct = torch.zeros((), device=device)
+    nonfinite = torch.zeros((), device=device, dtype=torch.int64)
+    steps = samples = 0
+    start = time.perf_counter()
+    for images, labels in loader:
+        if max_steps is not None and steps >= max_steps:
+            break
+        images = placement.images(images)
+        with placement.autocast():
+            student_regions = student(images)  # [B, K, N]
+            teacher_out = teacher_regions(teacher, images, scales) if teacher is not None else None
+            terms = loss_fn(student_regions, teacher_out, labels, epoch)
+        total = torch.stack(list(terms.values())).sum()
+        finite = torch.isfinite(total)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.engine.nonfinite == "skip":
+            # Drop the whole gradient of a non-finite step, decided on the device (no host sync).
+            for p in params:
+                if p.grad is not None:
+                    p.grad.masked_fill_(~finite, 0.0)
+        if cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=device.type == "cuda" or None)
+        optimizer.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0) + value.detach().float()
+        nonfinite += (~finite).long()
+        correct += (student_regions[:, :, 0].argmax(dim=1) == labels).sum()
+        steps += 1
+        samples += labels.numel()
+        if progress is not None:
+            progress()
+        if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0 and int(nonfinite) > 0:
+            break
+    names = sorted(sums)
+    packed = torch.stack([sums[n] for n in names] + [correct.float(), nonfinite.float()]) if names else None
+    values = dist.all_reduce_sum(packed).tolist() if packed is not None else [0.0, 0.0]
+    global_steps, global_samples = steps * dist.world_size, samples * dist.world_size
+    if cfg.engine.nonfinite == "fail" and values[-1] > 0:
+        raise NonFiniteLossError(
+            f"the loss became non-finite in epoch {epoch} (engine.nonfinite=fail); lower the learning rate, "
+            "or set engine.nonfinite=skip to drop such steps"
+        )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return EpochStats(
+        losses={n: v / max(global_steps, 1) for n, v in zip(names, values)},
+        train_top1=100.0 * values[-2] / max(global_samples, 1),
+        samples=global_samples,
+        steps=steps,
+        nonfinite_steps=int(values[-1]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@contextmanager
+def _progress_bar(enabled: bool, console: Console, total_steps: int) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("training", total=total_steps)
+        yield lambda description=None: progress.update(task, advance=1, description=description or None)
+
+
+def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
+    from sddkd import teachers
+
+    assert cfg.teacher is not None
+    arch, dataset = cfg.teacher.arch, cfg.data.name
+    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else teachers.find_teacher(dataset, arch)
+    if path is None:
+        raise UserError(teachers.missing_teacher_message(dataset, arch))
+    teacher, info = teachers.load_teacher(path, arch, spec.model_dataset, spec.num_classes)
+    teacher = teacher.to(placement.device)
+    if placement.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher.eval().requires_grad_(False), info
+
+
+def train(
+    cfg: RunConfig,
+    out_root: Path | str = "logs",
+    *,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train one run into `<out_root>/<run_name>/` and return its result record (`result.json`).
+
+    `stop_after_epoch` ends the process's work after that epoch as an interruption would (the run stays
+    unfinished and `resume=True` continues it): used by tests and by time-boxed jobs.
+    """
+    from sddkd.data import build_loaders, dataset_spec
+
+    console = console or Console(stderr=True)
+    dist = DistContext.from_env()
+    paths: RunPaths = run_paths(cfg, Path(out_root))
+    state = check_run_directory(cfg, paths, resume)
+    if state == "finished":
+        dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
+        return read_result(paths) or {}
+    placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
+    spec = dataset_spec(cfg.data)
+    train_loader, test_loader = build_loaders(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every resume
+    backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
+    backbone = backbone.to(placement.device, memory_format=torch.channels_last if placement.channels_last else None)
+    teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
+    student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
+    optimizer = torch.optim.SGD(
+        backbone.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+    )  # fmt: skip
+    loss_fn = make_loss_fn(cfg.method)
+
+    record, start_epoch, global_step = new_record(cfg, paths), 1, 0
+    if state == "resume":
+        checkpoint = load_checkpoint(paths.last, map_location=placement.device)
+        backbone.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        set_rng_state(checkpoint["rng"])
+        start_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
+        # The record as of the checkpointed epoch: later in-memory updates of a killed process never count.
+        record.update({k: v for k, v in checkpoint["record"].items() if k not in ("pid", "host", "versions")})
+        record.update(status="running", error=None)
+        if dist.is_main:
+            truncate_metrics(paths, checkpoint["epoch"])
+        dist.print(console, f"Resuming {paths.root.name} at epoch {start_epoch}.")
+    else:
+        if dist.is_main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, paths)
+        if teacher is not None:
+            measured = evaluate(teacher, test_loader, placement, dist)
+            record["teacher_checkpoint"] = {**(teacher_info or {}), "test_top1": measured["top1"],
+                                            "test_top5": measured["top5"]}  # fmt: skip
+            dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%"  # type: ignore[union-attr]
+                       f", top-5 {measured['top5']:.2f}%")  # fmt: skip
+    if dist.is_main:
+        save_record(paths, record)
+
+    started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
+    try:
+        epoch = start_epoch
+        with _progress_bar(cfg.engine.progress and dist.is_main, console, len(train_loader)) as advance:
+            for epoch in range(start_epoch, cfg.optim.epochs + 1):
+                lr = lr_at(cfg.optim, epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                train_loader.set_epoch(epoch)
+                steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
+                stats = train_epoch(student, teacher, loss_fn, optimizer, train_loader, placement, cfg, epoch,
+                                    dist, steps_left, advance)  # fmt: skip
+                global_step += stats.steps
+                out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps
+                last = epoch == cfg.optim.epochs or out_of_steps
+                test = (
+                    evaluate(backbone, test_loader, placement, dist)
+                    if last or epoch % cfg.engine.eval_every == 0
+                    else None
+                )
+                _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
+                state_dict = {
+                    "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
+                    "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
+                }  # fmt: skip
+                if dist.is_main:
+                    if test is not None and record["best_epoch"] == epoch:
+                        save_checkpoint(paths.best, {k: state_dict[k] for k in BEST_CHECKPOINT_KEYS})
+                    save_checkpoint(paths.last, state_dict)
+                    save_record(paths, record)
+                if out_of_steps or epoch == stop_after_epoch:
+                    break
+        if epoch == cfg.optim.epochs or (cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps):
+            record["status"] = "finished"
+    except Exception as exc:
+        record.update(status="failed", error=str(exc) or type(exc).__name__)
+        raise
+    finally:
+        record["wall_seconds"] = time.perf_counter() - started
+        if dist.is_main and paths.root.exists():
+            save_record(paths, record)
+    return record
+
+
+def _record_epoch(
+    record: dict[str, Any], paths: RunPaths, cfg: RunConfig, dist: DistContext, console: Console,
+    epoch: int, lr: float, stats: EpochStats, test: dict[str, Any] | None, started: float,
+) -> None:  # fmt: skip
+    """Fold one epoch into the run record and the metrics log, and print its one-line summary."""
+    row: dict[str, Any] = {
+        "epoch": epoch, "lr": lr, "losses": stats.losses, "train_top1": stats.train_top1,
+        "images_per_s": stats.samples / max(stats.seconds, 1e-9), "seconds": stats.seconds,
+        "nonfinite_steps": stats.nonfinite_steps, "steps": stats.steps * dist.world_size,
+    }  # fmt: skip
+    if test is not None:
+        row.update(test_top1=test["top1"], test_top5=test["top5"])
+        record.update(last_top1=test["top1"], last_top5=test["top5"])
+        if record["best_top1"] is None or test["top1"] > record["best_top1"]:
+            record.update(best_top1=test["top1"], best_top5=test["top5"], best_epoch=epoch)
+    record.update(epochs_done=epoch, wall_seconds=time.perf_counter() - started)
+    if dist.is_main:
+        append_metrics(paths, row)
+    losses = " ".join(f"{k} {v:.4f}" for k, v in stats.losses.items())
+    tested = f" test {test['top1']:.2f}/{test['top5']:.2f}" if test else ""
+    skipped = f" [yellow]{stats.nonfinite_steps} non-finite steps skipped[/]" if stats.nonfinite_steps else ""
+    dist.print(
+        console,
+        f"epoch {epoch}/{cfg.optim.epochs} lr {lr:.4g} {losses} train {stats.train_top1:.2f}{tested} "
+        f"best {record['best_top1'] or 0:.2f} ({row['images_per_s']:.0f} img/s, {stats.seconds:.1f}s){skipped}",
+    )

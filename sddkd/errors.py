@@ -1,0 +1,8 @@
+"""The one base class for problems a user causes and can fix.
+
+Its message is one sentence that names the fix; the CLI prints it on one line and exits non-zero, never a traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input, a missing file or teacher, a checksum mismatch, no network: anything the user can fix."""

@@ -1,0 +1,144 @@
+"""Run directories: naming, the state a directory is in, and the records written into it.
+
+Layout (docs/architecture.md): `config.yaml`, `metrics.jsonl`, `result.json`, `checkpoints/{last,best}.pt`.
+No torch import: `suite` and `report` read these files too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sddkd import __version__
+from sddkd.checkpoint import write_json, write_text
+from sddkd.config import RunConfig, config_hash, run_name
+from sddkd.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+
+def run_paths(cfg: RunConfig, out_root: Path) -> RunPaths:
+    return RunPaths(Path(out_root) / run_name(cfg))
+
+
+def read_result(paths: RunPaths) -> dict[str, Any] | None:
+    try:
+        return json.loads(paths.result.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
+    """Decide what to do with the run directory before any work starts: "fresh", "resume" or "finished".
+
+    A directory holding another recipe (a different config hash) is never overwritten, and an unfinished run is only
+    continued when asked, so two settings can never silently share or clobber a directory.
+    """
+    record = read_result(paths)
+    has_checkpoint = paths.last.is_file()
+    if record is None and not has_checkpoint:
+        return "fresh"
+    wanted = config_hash(cfg)
+    found = record.get("config_hash") if record else None
+    if found is not None and found != wanted:
+        raise UserError(
+            f"{paths.root} holds a different run (config hash {found}, this one is {wanted}); "
+            "choose another --out or remove that directory"
+        )
+    if record is not None and record.get("status") == "finished":
+        return "finished"
+    if not resume:
+        raise UserError(f"{paths.root} holds an unfinished run; pass --resume to continue it or choose another --out")
+    return "resume" if has_checkpoint else "fresh"
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    return {"sddkd": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
+    """The initial `result.json`: identity, planned length, and empty results."""
+    return {
+        "run_name": paths.root.name,
+        "config_hash": config_hash(cfg),
+        "status": "running",
+        "dataset": cfg.data.name,
+        "method": cfg.method.name,
+        "teacher": cfg.teacher.arch if cfg.teacher else None,
+        "student": cfg.student,
+        "scales": list(cfg.scales),
+        "seed": cfg.seed,
+        "epochs": cfg.optim.epochs,
+        "epochs_done": 0,
+        "best_top1": None,
+        "best_top5": None,
+        "best_epoch": None,
+        "last_top1": None,
+        "last_top5": None,
+        "wall_seconds": 0.0,
+        "error": None,
+        "versions": versions(),
+        "teacher_checkpoint": None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+
+
+def save_record(paths: RunPaths, record: dict[str, Any]) -> None:
+    record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json(paths.result, record)
+
+
+def save_config(cfg: RunConfig, paths: RunPaths) -> None:
+    header = f"# Resolved config of run {paths.root.name} (config hash {config_hash(cfg)}).\n"
+    write_text(paths.config, header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
+    with paths.metrics.open("a") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def truncate_metrics(paths: RunPaths, last_epoch: int) -> list[dict[str, Any]]:
+    """Keep the metric rows of epochs the checkpoint covers (a crash may have logged an epoch it did not save)."""
+    if not paths.metrics.exists():
+        return []
+    rows = [json.loads(line) for line in paths.metrics.read_text().splitlines() if line.strip()]
+    kept = [row for row in rows if row.get("epoch", 0) <= last_epoch]
+    write_text(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
+    return kept
