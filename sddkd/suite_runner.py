@@ -89,12 +89,14 @@ class SuitePlan:
 
 # --- what a run directory says ---------------------------------------------------------------------------------
 
-RecordedState = Literal["new", "finished", "stale", "incomplete", "failed", "running"]
+RecordedState = Literal["new", "finished", "conflict", "incomplete", "failed", "running"]
 
 
 @dataclass(frozen=True)
 class RecordedRun:
-    state: RecordedState  # stale: finished, but with another config hash (the recipe changed since)
+    state: (
+        RecordedState  # conflict: the directory holds another recipe (config hash), which the engine never overwrites
+    )
     record: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,7 +113,7 @@ def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
         return RecordedRun("incomplete")
     status = record.get("status")
     if record.get("config_hash") != expected_hash:
-        return RecordedRun("stale" if status == "finished" else "incomplete", record)
+        return RecordedRun("conflict", record)
     if status == "finished":
         return RecordedRun("finished", record)
     if status == "running" and _alive(record.get("pid"), record.get("host")):
@@ -261,8 +263,12 @@ def _take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore
     elif recorded.state == "running":
         item.status = "failed"
         item.note = f"already running in process {recorded.record.get('pid')}: let it finish or stop it, then rerun"
-    elif recorded.state == "stale":
-        item.note = "recipe changed since it finished: rerun"
+    elif recorded.state == "conflict":
+        item.status = "failed"
+        item.note = (
+            f"{plan.run_dir(item.run)} holds another recipe (config hash {recorded.record.get('config_hash')}); "
+            "remove that directory or use another --out"
+        )
     elif recorded.state in ("incomplete", "failed"):
         item.note = f"{recorded.state}: resume"
 

@@ -16,7 +16,7 @@ from sddkd.suite_runner import RunProgress, SuiteOutcome, SuitePlan, read_run_st
 
 RUN_STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",
                     "blocked": "red"}  # fmt: skip
-RECORDED_STATE_STYLE = {"finished": "green", "new": "dim", "stale": "yellow", "incomplete": "yellow", "failed": "red",
+RECORDED_STATE_STYLE = {"finished": "green", "new": "dim", "conflict": "red", "incomplete": "yellow", "failed": "red",
                         "running": "cyan"}  # fmt: skip
 
 
@@ -37,7 +37,7 @@ def plan_rows(plan: SuitePlan) -> list[dict[str, Any]]:
 
 
 def status_rows(plan: SuitePlan) -> list[dict[str, Any]]:
-    """Each planned run's state from its `result.json`: new, finished, stale, incomplete, failed or running."""
+    """Each planned run's state from its `result.json`: new, finished, conflict, incomplete, failed or running."""
     rows = []
     for run in plan.runs:
         recorded = read_run_state(plan.run_dir(run), run.config_hash)

@@ -433,7 +433,8 @@ def test_run_directory_states(tmp_path):
 
     assert read_run_state(tmp_path, "abc").state == "new"
     assert write(status="finished") == "finished"
-    assert write(status="finished", config_hash="other") == "stale"
+    assert write(status="finished", config_hash="other") == "conflict"
+    assert write(status="running", config_hash="other") == "conflict"
     assert write(status="failed") == "failed"
     assert write(status="running", pid=os.getpid()) == "running"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -444,14 +445,19 @@ def test_run_directory_states(tmp_path):
     assert status_rows(plan_suite(load_suite("imagenet"), out=tmp_path))[0]["state"] == "new"
 
 
-def test_a_run_still_running_elsewhere_is_not_started_twice(tmp_path, fake):
-    plan = plan_suite(suite_file(tmp_path, "runs:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path)
-    run_dir = tmp_path / plan.runs[0].name
-    run_dir.mkdir()
-    (run_dir / "result.json").write_text(json.dumps({"config_hash": plan.runs[0].config_hash, "status": "running",
-                                                     "pid": os.getpid(), "host": os.uname().nodename}))  # fmt: skip
+def test_runs_running_elsewhere_or_holding_another_recipe_are_not_started(tmp_path, fake):
+    plan = plan_suite(
+        suite_file(tmp_path, "seeds: [0, 1]\nruns:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path
+    )
+    for run, record in zip(plan.runs, [{"config_hash": plan.runs[0].config_hash, "status": "running"},
+                                       {"config_hash": "0123456789ab", "status": "finished"}]):  # fmt: skip
+        (tmp_path / run.name).mkdir()
+        (tmp_path / run.name / "result.json").write_text(
+            json.dumps({**record, "pid": os.getpid(), "host": os.uname().nodename})
+        )
     outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
     assert fake.calls() == [] and "already running in process" in outcome.failures[0].note
+    assert "holds another recipe (config hash 0123456789ab); remove that directory" in outcome.failures[1].note
 
 
 def test_a_run_that_cannot_start_fails_alone(tmp_path):
