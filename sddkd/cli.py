@@ -187,18 +187,14 @@ def suite_command(
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Train every run for N epochs.")] = None,
 ) -> None:
     """Expand a named suite (or a suite YAML) into runs and execute them, each in its own process."""
-    from sddkd.config import ConfigError
-    from sddkd.suite import SuiteError
-    from sddkd.suite import suite_command as run_suite_command
+    with user_errors():
+        from sddkd.suite import suite_command as run_suite_command
 
-    try:
         code = run_suite_command(
             target, console=console, dry_run=dry_run, status=status, output_format=output_format, seeds=seeds,
             only=only, out=out, devices=devices, per_device=per_device, train_teachers=train_teachers,
             dataset=dataset, epochs=epochs,
         )  # fmt: skip
-    except (SuiteError, ConfigError) as exc:
-        fail(str(exc))
     if code:
         raise typer.Exit(code)
 

@@ -30,13 +30,14 @@ from typing import IO, Any, Literal, Protocol, cast
 import yaml
 
 from sddkd.config import RunConfig
+from sddkd.errors import UserError
 
 RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
 LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts
 STOP_GRACE_SECONDS = 15.0  # an interrupted child gets this long to write its checkpoint before it is killed
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError, ValueError):
     """A user-caused suite problem; its message is one sentence that names the fix."""
 
 

@@ -245,6 +245,7 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_CALLS", str(calls_file))
     for variable in ("FAKE_FAIL", "FAKE_HANG", "FAKE_SLEEP"):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(suite_runner, "default_store", FakeStore)  # never the user's teacher store
 
     class Fake:
         launcher = [sys.executable, str(script)]
