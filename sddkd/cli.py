@@ -14,6 +14,7 @@ from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="sddkd",
@@ -29,7 +30,8 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one clear sentence on stderr and a non-zero exit, never a traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is plain text (it may name `sddkd[plots]`), never rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -202,18 +204,88 @@ def eval_command(
 
 
 @app.command("suite")
-def suite_command() -> None:
+def suite_command(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME|FILE.yaml",
+            help="A shipped suite (cifar100, cub200, baselines, cub200-baselines, imagenet, smoke) or a YAML file.",
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded runs and start nothing.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Print each run's state from its result.json.")] = False,
+    output_format: Annotated[
+        str, typer.Option("--format", help="table or json (with --dry-run / --status).")
+    ] = "table",
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Run seeds 0..N-1 of every run.")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Keep runs whose name or preset matches this glob (repeatable).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output root; one directory per run.")] = Path("logs"),
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="CUDA device ids (0,1) or cpu; default: every GPU, else cpu.")
+    ] = None,
+    per_device: Annotated[int, typer.Option("--per-device", min=1, help="Concurrent runs per device.")] = 1,
+    train_teachers: Annotated[
+        bool, typer.Option("--train-teachers", help="First train (and register) the teachers the store lacks.")
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="`synthetic`: generated data of the same shape for every run.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Train every run for N epochs.")] = None,
+) -> None:
     """Expand a named suite (or a suite YAML) into runs and execute them, each in its own process."""
-    fail("suite is not wired yet")
+    with user_errors():
+        from sddkd.suite import suite_command as run_suite_command
+
+        code = run_suite_command(
+            target, console=console, dry_run=dry_run, status=status, output_format=output_format, seeds=seeds,
+            only=only, out=out, devices=devices, per_device=per_device, train_teachers=train_teachers,
+            dataset=dataset, epochs=epochs,
+        )  # fmt: skip
+    if code:
+        raise typer.Exit(code)
 
 
 # --- report ---------------------------------------------------------------------------------------------------
 
 
 @app.command("report")
-def report_command() -> None:
+def report_command(
+    runs_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUNS_DIR", help="Folder searched recursively for runs (folders with result.json)."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for report.md/.csv/.json and plots/ (default: RUNS_DIR)."),
+    ] = None,
+    output_format: Annotated[
+        Literal["table", "md", "csv", "json"],
+        typer.Option("--format", help="What to print: a rich table, or the Markdown, CSV or JSON text."),
+    ] = "table",
+    plots: Annotated[
+        bool, typer.Option("--plots", help="Also draw PNG figures (needs matplotlib: the `plots` extra).")
+    ] = False,
+) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
-    fail("report is not wired yet")
+    from sddkd.report import ReportError, generate_report, render, render_table
+
+    try:
+        report = generate_report(runs_dir, out_dir=out, plots=plots)
+    except ReportError as error:
+        fail(str(error))
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if output_format == "table":
+        console.print(render_table(report))
+    else:
+        sys.stdout.write(render(report, output_format))
+    # keep stdout clean for piping the md/csv/json text
+    notes = console if output_format == "table" else err_console
+    notes.print(f"wrote {len(report.files)} files into {escape(str(out or runs_dir))}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------------------------------

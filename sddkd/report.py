@@ -1,0 +1,239 @@
+"""`sddkd report`: run directories -> a summary table (terminal, Markdown, CSV, JSON) and plots; no torch.
+
+Each row is one (dataset, teacher -> student, method, M, epochs) group, over its finished seeds:
+- best: top-1 at the best epoch, the convention of DKD, LSKD and SDD (and of the published numbers);
+- last: top-1 at the last epoch, RepDistiller's convention;
+both as mean ± sample std; Δ M=(1) = best mean minus the same pair, method and epochs at M=(1); published =
+the paper's number (`sddkd.anchors`, "—" when none) and Δ published = best mean minus it. Runs not finished
+(`running`, `failed`, `incomplete`: see `sddkd.report_data`) are counted in their row and listed apart.
+Files are written atomically: report.md, report.csv, report.json and, with plots, plots/*.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from sddkd.anchors import scales_label
+from sddkd.report_data import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
+from sddkd.scales import Scales, format_scales
+
+ReportFormat = Literal["table", "md", "csv", "json"]
+FileFormat = Literal["md", "csv", "json"]
+REPORT_FILES: dict[FileFormat, str] = {"md": "report.md", "csv": "report.csv", "json": "report.json"}
+NONE = "—"
+LEGEND = (
+    "best = top-1 at the best epoch (DKD/LSKD/SDD convention, as published); last = top-1 at the last epoch "
+    "(RepDistiller convention); mean ± sample std over finished seeds; Δ M=(1) = best mean minus the same "
+    "pair and method at M=(1); Δ published = best mean minus the published number. Top-1 in %."
+)
+
+
+def generate_report(
+    runs_dir: Path, out_dir: Path | None = None, plots: bool = False, now: datetime | None = None
+) -> Report:
+    """Summarise `runs_dir`; write report.{md,csv,json} (and plots/*.png) into `out_dir` (or runs_dir)."""
+    if plots:
+        from sddkd.report_plots import require_matplotlib
+
+        require_matplotlib()  # before any work, so a missing extra costs nothing
+    out_dir = out_dir or runs_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"--out {out_dir} is a file: pass a folder")
+    report = build_report(runs_dir, now)
+    if plots:
+        from sddkd.report_plots import write_plots
+
+        report.files.extend(write_plots(report, out_dir / "plots"))
+    for fmt, name in REPORT_FILES.items():
+        report.files.append(write_atomic(out_dir / name, render(report, fmt).encode("utf-8")))
+    return report
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open() keeps the umask's permissions
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- rendering ----------------------------------------------------------------------------------------------
+
+
+def _stat(value: MeanStd | None) -> str:
+    if value is None:
+        return NONE
+    return f"{value.mean:.2f}" if value.std is None else f"{value.mean:.2f} ± {value.std:.2f}"
+
+
+def _delta(value: float | None) -> str:
+    return NONE if value is None else f"{value:+.2f}"
+
+
+def _states(row: Row) -> str:
+    if set(row.states) == {"finished"}:
+        return "finished"
+    return ", ".join(f"{n} {state}" for state, n in row.states.items())
+
+
+def _m(scales: Scales | None) -> str:
+    return NONE if scales is None else scales_label(scales)
+
+
+HEADERS: tuple[str, ...] = ("dataset", "pair", "method", "M", "epochs", "seeds", "status", "best top-1")
+HEADERS += ("last top-1", "Δ M=(1)", "published", "Δ published")
+RUN_HEADERS = ("run", "state", "epochs done", "best so far", "updated", "host:pid", "error")
+
+
+def _cells(row: Row) -> list[str]:
+    published = NONE if row.published is None else f"{row.published.top1:.2f}"
+    return [row.dataset, row.pair, row.method, _m(row.scales), str(row.epochs), str(len(row.seeds)),
+            _states(row), _stat(row.best_top1), _stat(row.last_top1), _delta(row.delta_vs_m1), published,
+            _delta(row.delta_vs_published)]  # fmt: skip
+
+
+def _run_cells(run: Run) -> list[str]:
+    where = f"{run.host or '?'}:{run.pid if run.pid is not None else '?'}"
+    error = run.error.strip().splitlines()[0] if run.error and run.error.strip() else ""
+    progress = f"{run.epochs_done}/{run.epochs}"
+    return [run.run_name, run.state, progress, f"{run.best_top1:.2f}", _short_time(run.updated), where, error]
+
+
+def _short_time(text: str | None) -> str:
+    moment = parse_time(text)
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else (text or NONE)
+
+
+def _md_table(headers: Sequence[str], lines: list[list[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *(line(c) for c in lines)])
+
+
+def render_markdown(report: Report) -> str:
+    parts = [f"# sddkd report: {report.runs_dir}", "", f"Generated {report.generated}. {LEGEND}", ""]
+    parts += [_md_table(HEADERS, [_cells(row) for row in report.rows]), ""]
+    if report.unfinished:
+        unfinished = _md_table(RUN_HEADERS, [_run_cells(run) for run in report.unfinished])
+        parts += ["## Runs not finished", "", unfinished, ""]
+    if report.warnings:
+        parts += ["## Warnings", "", *(f"- {w}" for w in report.warnings), ""]
+    return "\n".join(parts)
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def row_record(row: Row) -> dict[str, Any]:
+    """A row as plain JSON-able values (also the CSV columns); `seeds` lists the finished seeds."""
+
+    def stat(name: str, value: MeanStd | None) -> dict[str, float | None]:
+        if value is None:
+            return {f"{name}_mean": None, f"{name}_std": None}
+        return {f"{name}_mean": _number(value.mean), f"{name}_std": _number(value.std)}
+
+    anchor = row.published
+    return {
+        "dataset": row.dataset, "pair": row.pair, "teacher": row.teacher, "student": row.student,
+        "method": row.method, "M": None if row.scales is None else format_scales(row.scales),
+        "epochs": row.epochs, "seeds": list(row.seeds), **{s: row.states.get(s, 0) for s in STATES},
+        **stat("best_top1", row.best_top1), **stat("last_top1", row.last_top1),
+        **stat("best_top5", row.best_top5),
+        "delta_best_top1_vs_M1": _number(row.delta_vs_m1),
+        "published_top1": anchor and anchor.top1, "published_top5": anchor and anchor.top5,
+        "published_column": anchor and anchor.column, "published_source": anchor and anchor.source,
+        "delta_best_top1_vs_published": _number(row.delta_vs_published),
+    }  # fmt: skip
+
+
+def render_csv(report: Report) -> str:
+    records = [row_record(row) for row in report.rows]
+    for record in records:
+        record["seeds"] = " ".join(str(seed) for seed in record["seeds"])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def render_json(report: Report) -> str:
+    runs = [
+        {"run_name": r.run_name, "path": str(r.path.relative_to(report.runs_dir)), "state": r.state,
+         "seed": r.seed, "epochs_done": r.epochs_done, "epochs": r.epochs, "best_top1": r.best_top1,
+         "last_top1": r.last_top1, "updated": r.updated, "host": r.host, "pid": r.pid, "error": r.error}
+        for r in report.runs
+    ]  # fmt: skip
+    rows = [row_record(row) for row in report.rows]
+    document = {"generated": report.generated, "runs_dir": str(report.runs_dir), "legend": LEGEND,
+                "rows": rows, "runs": runs, "warnings": report.warnings}  # fmt: skip
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+# The terminal table keeps short headers and minimum widths so it stays legible down to 80 columns, where its
+# cells wrap ("76.40" over "± 0.32"); TERMINAL_LEGEND names the columns.
+TERMINAL_COLUMNS = {"pair": 10, "method": 7, "M": 5, "ep": 3, "n": 2, "status": 8, "best": 6, "last": 6}
+TERMINAL_COLUMNS |= {"ΔM1": 5, "pub": 5, "Δpub": 5}
+TERMINAL_LEGEND = (
+    "best / last = top-1 at the best epoch (DKD/LSKD/SDD convention) / last epoch (RepDistiller), mean ± "
+    "sample std over the n finished seeds; ep = epochs; ΔM1 = best minus the same pair and method at M=(1); "
+    "pub = published (best epoch); Δpub = best minus pub. Top-1 in %."
+)
+
+
+def _terminal_table(dataset: str, rows: Sequence[Row]) -> Table:
+    epochs = {row.epochs for row in rows}
+    one_length = len(epochs) == 1  # then the epochs go into the title, saving a column
+    title = f"{dataset}, {epochs.pop()} epochs" if one_length else dataset
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, min_width in TERMINAL_COLUMNS.items():
+        if header == "ep" and one_length:
+            continue
+        left = header in ("pair", "method", "M", "status")
+        table.add_column(header, justify="left" if left else "right", min_width=min_width)
+    for row in rows:
+        cells = _cells(row)[1:]  # the dataset is in the title
+        shown = cells[:3] + cells[4:] if one_length else cells
+        table.add_row(*(Text(cell) for cell in shown))  # Text: a "[...]" in a name is not rich markup
+    return table
+
+
+def render_table(report: Report) -> Group:
+    """The rich renderable for the terminal: one table per dataset, the legend, then the unfinished runs."""
+    parts: list[Table | Text] = []
+    for dataset in dict.fromkeys(row.dataset for row in report.rows):
+        parts.append(_terminal_table(dataset, [row for row in report.rows if row.dataset == dataset]))
+    parts.append(Text(TERMINAL_LEGEND, style="dim"))
+    if report.unfinished:
+        unfinished = Table(title="runs not finished", title_justify="left", box=box.SIMPLE_HEAD)
+        for header in RUN_HEADERS:
+            unfinished.add_column(header, min_width=5)
+        for run in report.unfinished:
+            cells = (Text(cell) for cell in _run_cells(run))
+            unfinished.add_row(*cells, style="yellow" if run.state == "running" else "red")
+        parts.append(unfinished)
+    return Group(*parts)
+
+
+def render(report: Report, fmt: FileFormat) -> str:
+    """The report as the text of one file format."""
+    return {"md": render_markdown, "csv": render_csv, "json": render_json}[fmt](report)

@@ -1,0 +1,311 @@
+"""Run records: read every result.json under a folder, tell dead runs from live ones, group seeds into rows.
+
+No torch import. A run is any folder holding `result.json` (schema in docs/architecture.md). Its state is
+the record's status, except that a `running` record whose pid is dead on this host, or whose `updated` is
+stale, is `incomplete`. Runs group into rows by (dataset, method, teacher -> student, M, epochs); a row's
+statistics cover its finished runs only, as mean ± sample standard deviation (n - 1; none for one seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from sddkd.anchors import Anchor, lookup
+from sddkd.scales import Scales, parse_scales
+
+RunState = Literal["finished", "running", "incomplete", "failed"]
+STATES: tuple[RunState, ...] = ("finished", "running", "incomplete", "failed")
+# A running run is stale (so incomplete) once `updated` is older than this many of its mean epoch durations,
+# and never sooner than STALE_AFTER_MIN: the first epoch of a large run can take long.
+STALE_EPOCHS = 3
+STALE_AFTER_MIN = timedelta(hours=2)
+METHOD_ORDER: tuple[str, ...] = ("vanilla", "kd", "kd_lskd", "dkd", "dkd_lskd", "sdd_kd", "sdd_kd_lskd")
+METHOD_ORDER += ("sdd_dkd", "sdd_dkd_lskd")
+
+
+class ReportError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory, as read from its result.json; `state` accounts for dead and stale runs."""
+
+    path: Path
+    run_name: str
+    state: RunState
+    dataset: str
+    method: str
+    teacher: str | None  # None for vanilla runs
+    student: str  # the arch trained, for vanilla runs
+    scales: Scales | None  # None for vanilla runs
+    seed: int
+    epochs: int
+    epochs_done: int
+    best_top1: float
+    last_top1: float
+    best_top5: float
+    updated: str | None
+    host: str | None
+    pid: int | None
+    error: str | None
+
+    @property
+    def pair(self) -> str:
+        return self.student if self.teacher is None else f"{self.teacher}→{self.student}"
+
+
+# dataset, method, teacher, student, M, epochs
+GroupKey = tuple[str, str, str | None, str, Scales | None, int]
+
+
+def group_key(run: Run) -> GroupKey:
+    return (run.dataset, run.method, run.teacher, run.student, run.scales, run.epochs)
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    mean: float
+    std: float | None  # None with a single seed
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MeanStd | None:
+        if not values:
+            return None
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (dataset, pair, method, M, epochs) group; the statistics cover its finished runs only."""
+
+    dataset: str
+    method: str
+    teacher: str | None
+    student: str
+    scales: Scales | None
+    epochs: int
+    seeds: tuple[int, ...]  # the finished seeds
+    states: dict[str, int]  # run count per state
+    best_top1: MeanStd | None
+    last_top1: MeanStd | None
+    best_top5: MeanStd | None
+    delta_vs_m1: float | None
+    published: Anchor | None
+    delta_vs_published: float | None
+
+    @property
+    def pair(self) -> str:
+        return self.student if self.teacher is None else f"{self.teacher}→{self.student}"
+
+
+@dataclass
+class Report:
+    runs_dir: Path
+    runs: list[Run]
+    rows: list[Row]
+    warnings: list[str]
+    generated: str
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> list[Run]:
+        return [run for run in self.runs if run.state != "finished"]
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"field {key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
+    return value
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def run_state(data: dict[str, Any], now: datetime, hostname: str) -> RunState:
+    """The state a reader should show: a `running` record whose process is gone is `incomplete`."""
+    status = data["status"]
+    if status != "running":
+        return status
+    pid = data.get("pid")
+    if data.get("host") == hostname and isinstance(pid, int) and pid > 0 and not _pid_alive(pid):
+        return "incomplete"
+    updated = parse_time(data.get("updated"))
+    epochs_done, wall = _count(data, "epochs_done"), data.get("wall_seconds")
+    epoch_seconds = wall / epochs_done if isinstance(wall, (int, float)) and epochs_done > 0 else 0.0
+    stale_after = max(STALE_AFTER_MIN, timedelta(seconds=STALE_EPOCHS * epoch_seconds))
+    if updated is not None and now - updated > stale_after:
+        return "incomplete"
+    return "running"
+
+
+def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
+    """A Run from a decoded result.json; raises ValueError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("status") not in ("running", "finished", "failed"):
+        raise ValueError(f"status {data.get('status')!r} is not running, finished or failed")
+    method = _field(data, "method", str)
+    vanilla = method == "vanilla"
+    student = data.get("student") or data.get("arch") or (data.get("teacher") if vanilla else None)
+    if not isinstance(student, str):
+        raise ValueError("field 'student' is missing or not a str")
+    raw_scales = data.get("scales")
+    pid = data.get("pid")
+    return Run(
+        path=path.parent,
+        run_name=data.get("run_name") or path.parent.name,
+        state=run_state(data, now, hostname),
+        dataset=_field(data, "dataset", str),
+        method=method,
+        teacher=None if vanilla else _field(data, "teacher", str),
+        student=student,
+        scales=None if vanilla else parse_scales(raw_scales if raw_scales is not None else 1),
+        seed=_field(data, "seed", int),
+        epochs=_field(data, "epochs", int),
+        epochs_done=_count(data, "epochs_done"),
+        best_top1=float(_field(data, "best_top1", (int, float))),
+        last_top1=float(_field(data, "last_top1", (int, float))),
+        best_top5=float(data.get("best_top5") or 0.0),
+        updated=data.get("updated"),
+        host=data.get("host"),
+        pid=pid if isinstance(pid, int) else None,
+        error=data.get("error"),
+    )
+
+
+_STATE_RANK = {state: rank for rank, state in enumerate(STATES)}
+
+
+def load_runs(runs_dir: Path, now: datetime | None = None) -> tuple[list[Run], list[str]]:
+    """Every run under `runs_dir` (recursively), and one warning per unreadable or duplicate record."""
+    now = now or datetime.now(timezone.utc)
+    hostname = socket.gethostname()
+    runs: dict[tuple[GroupKey, int], Run] = {}
+    warnings: list[str] = []
+    for path in sorted(runs_dir.rglob("result.json")):
+        shown = path.relative_to(runs_dir)
+        try:
+            run = parse_run(path, json.loads(path.read_text(encoding="utf-8")), now, hostname)
+        except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+            warnings.append(f"skipping {shown}: {error}")
+            continue
+        key = (group_key(run), run.seed)
+        kept = runs.get(key)
+        if kept is not None:
+            # the same experiment and seed twice (e.g. a copied folder): count it once, preferring a finished
+            # run, then the most recently updated one
+            run, dropped = sorted([kept, run], key=lambda r: (_STATE_RANK[r.state], -_time_key(r)))
+            warnings.append(
+                f"{dropped.path.relative_to(runs_dir)} repeats {run.path.relative_to(runs_dir)} "
+                "(same experiment and seed): counted once"
+            )
+        runs[key] = run
+    return list(runs.values()), warnings
+
+
+def _time_key(run: Run) -> float:
+    moment = parse_time(run.updated)
+    return moment.timestamp() if moment else 0.0
+
+
+# --- aggregation --------------------------------------------------------------------------------------------
+
+
+def _row_sort_key(row: Row) -> tuple[Any, ...]:
+    rank = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
+    scales = row.scales or ()
+    return (row.dataset, row.method != "vanilla", row.pair, rank, row.method, len(scales), scales, row.epochs)
+
+
+def summarize(runs: Sequence[Run]) -> list[Row]:
+    """Group runs into rows, with means over finished seeds, Δ vs M=(1) and the published anchor."""
+    groups: dict[GroupKey, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(group_key(run), []).append(run)
+    finished_runs = {
+        key: sorted((r for r in members if r.state == "finished"), key=lambda r: r.seed)
+        for key, members in groups.items()
+    }
+    best_means = {key: _mean_best(done) for key, done in finished_runs.items() if done}
+    rows = []
+    for key, members in groups.items():
+        dataset, method, teacher, student, scales, epochs = key
+        finished = finished_runs[key]
+        best = MeanStd.of([r.best_top1 for r in finished])
+        m1_mean = best_means.get((dataset, method, teacher, student, (1,), epochs))
+        anchor = lookup(dataset, method, teacher, student, scales)
+        rows.append(
+            Row(
+                dataset=dataset,
+                method=method,
+                teacher=teacher,
+                student=student,
+                scales=scales,
+                epochs=epochs,
+                seeds=tuple(r.seed for r in finished),
+                states={s: n for s in STATES if (n := sum(r.state == s for r in members))},
+                best_top1=best,
+                last_top1=MeanStd.of([r.last_top1 for r in finished]),
+                best_top5=MeanStd.of([r.best_top5 for r in finished]),
+                delta_vs_m1=best.mean - m1_mean if best and m1_mean is not None and scales != (1,) else None,
+                published=anchor,
+                delta_vs_published=best.mean - anchor.top1 if best and anchor else None,
+            )
+        )
+    return sorted(rows, key=_row_sort_key)
+
+
+def _mean_best(runs: Sequence[Run]) -> float:
+    return statistics.fmean(run.best_top1 for run in runs)
+
+
+def build_report(runs_dir: Path, now: datetime | None = None) -> Report:
+    """Read and summarise every run under `runs_dir`; raises ReportError when there is nothing to report."""
+    if not runs_dir.is_dir():
+        raise ReportError(f"{runs_dir} is not a folder: pass the folder given to train or suite as --out")
+    runs, warnings = load_runs(runs_dir, now)
+    if not runs:
+        found = "no readable runs" if warnings else "no runs"
+        raise ReportError(
+            f"{found} under {runs_dir}: a run is a folder holding result.json, as written by "
+            "`sddkd train` or `sddkd suite` into their --out folder"
+        )
+    moment = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    return Report(runs_dir, sorted(runs, key=lambda r: r.run_name), summarize(runs), warnings, moment)

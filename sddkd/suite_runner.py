@@ -1,0 +1,432 @@
+"""Execute a suite plan: one child process per run, spread over devices, idempotent and crash-isolated.
+
+Each run is `python -m sddkd train --preset <run_dir>/suite-config.yaml --out OUT --resume --device ...` in a process
+of its own, so a crash (or an out-of-memory kill) ends that run only; its exit code is the truth. A run whose
+`result.json` says `finished` with the planned config hash is skipped; anything else is (re)started with `--resume`,
+which continues from `checkpoints/last.pt` when the engine finds one of the same hash.
+
+No torch import at module level: `torch` is imported only to count GPUs when no device list is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Literal, Protocol, cast
+
+import yaml
+
+from sddkd.config import RunConfig
+from sddkd.errors import UserError
+
+RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
+LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts
+STOP_GRACE_SECONDS = 15.0  # an interrupted child gets this long to write its checkpoint before it is killed
+
+
+class SuiteError(UserError, ValueError):
+    """A user-caused suite problem; its message is one sentence that names the fix."""
+
+
+class TeacherStore(Protocol):
+    """The part of `sddkd.teachers` a suite uses (the module itself satisfies it)."""
+
+    def find_teacher(self, dataset: str, arch: str) -> Path | None: ...
+
+    def register_teacher(
+        self, dataset: str, arch: str, checkpoint: Path, *, origin: str, accuracy: float | None = None
+    ) -> Path: ...
+
+
+def default_store() -> TeacherStore | None:
+    """`sddkd.teachers`, imported on first use; None where this installation lacks it."""
+    try:
+        module = importlib.import_module("sddkd.teachers")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sddkd.teachers":
+            raise  # the store exists but something it needs is missing: say so, don't hide it
+        return None
+    return cast(TeacherStore, module)
+
+
+def default_launcher() -> tuple[str, ...]:
+    """The command a run's `train ...` arguments follow: this interpreter running the package."""
+    return (sys.executable, "-m", "sddkd")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str  # run_name(config): the run directory under the output root
+    preset: str  # where the recipe came from (shown in plans; the child reads the resolved config instead)
+    config: RunConfig
+    config_hash: str
+    depends_on: tuple[str, ...] = ()  # runs of the plan that must finish first (the teacher it distils from)
+    trains_teacher: bool = False  # a vanilla run whose best checkpoint other runs distil from
+    register_teacher: bool = False  # copy its best checkpoint into the teacher store once it finishes
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    name: str
+    out: Path  # the output root; run directories are out / run.name
+    runs: tuple[PlannedRun, ...]  # teacher runs first
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.out / run.name
+
+
+# --- what a run directory says ---------------------------------------------------------------------------------
+
+RecordedState = Literal["new", "finished", "conflict", "incomplete", "failed", "running"]
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    state: (
+        RecordedState  # conflict: the directory holds another recipe (config hash), which the engine never overwrites
+    )
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
+    """The state of a run directory from its `result.json` (docs/architecture.md "Run directories")."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return RecordedRun("new")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return RecordedRun("incomplete")  # unreadable: rerun it, --resume decides from the checkpoint
+    if not isinstance(record, dict):
+        return RecordedRun("incomplete")
+    status = record.get("status")
+    if record.get("config_hash") != expected_hash:
+        return RecordedRun("conflict", record)
+    if status == "finished":
+        return RecordedRun("finished", record)
+    if status == "running" and _alive(record.get("pid"), record.get("host")):
+        return RecordedRun("running", record)
+    return RecordedRun("failed" if status == "failed" else "incomplete", record)
+
+
+def _alive(pid: object, host: object) -> bool:
+    """A process of that id runs on this host (a killed run keeps `status: running` with a dead pid)."""
+    if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+# --- devices ---------------------------------------------------------------------------------------------------
+
+
+def resolve_devices(devices: str | None) -> tuple[str, ...]:
+    """`cpu`, or CUDA device ids for the children's CUDA_VISIBLE_DEVICES; None: every visible GPU, else the CPU."""
+    if devices is not None:
+        tokens = [t.strip() for t in devices.split(",")]
+        if not all(tokens) or len(set(tokens)) != len(tokens):
+            raise SuiteError(f"--devices {devices!r} must be `cpu` or distinct CUDA device ids, e.g. 0,1")
+        if "cpu" in tokens and tokens != ["cpu"]:
+            raise SuiteError("--devices lists either `cpu` or CUDA device ids, not both")
+        return tuple(tokens)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = tuple(t.strip() for t in visible.split(",") if t.strip())
+        return ids or ("cpu",)
+    import torch  # only here: counting GPUs needs it, and a dry run never gets here
+
+    return tuple(str(i) for i in range(torch.cuda.device_count())) or ("cpu",)
+
+
+# --- progress --------------------------------------------------------------------------------------------------
+
+RunStatus = Literal["queued", "running", "done", "failed", "skipped", "blocked"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "done", "failed", "skipped", "blocked")
+
+
+@dataclass
+class RunProgress:
+    run: PlannedRun
+    status: RunStatus = "queued"
+    device: str = ""
+    started: float | None = None
+    seconds: float = 0.0
+    returncode: int | None = None
+    note: str = ""
+    log: Path | None = None
+
+
+@dataclass(frozen=True)
+class SuiteOutcome:
+    plan: SuitePlan
+    runs: tuple[RunProgress, ...]
+    interrupted: bool = False
+
+    @property
+    def failures(self) -> list[RunProgress]:
+        return [p for p in self.runs if p.status in ("failed", "blocked")]
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(p.status in ("done", "skipped") for p in self.runs)
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(p.status == s for p in self.runs) for s in RUN_STATUSES}
+
+
+# --- the scheduler ---------------------------------------------------------------------------------------------
+
+
+def run_suite(
+    plan: SuitePlan,
+    *,
+    devices: str | None = None,
+    per_device: int = 1,
+    launcher: Sequence[str] | None = None,
+    store: TeacherStore | None = None,
+    on_update: Callable[[Sequence[RunProgress]], None] | None = None,
+    poll_seconds: float = 0.1,
+) -> SuiteOutcome:
+    """Run every unfinished run of the plan, at most `per_device` at a time on each device; a failed run never stops
+    the others (its status says why). `launcher` replaces `python -m sddkd` (tests); `on_update` gets every run's
+    progress after each scheduling step (the live status table)."""
+    if per_device < 1:
+        raise SuiteError(f"--per-device must be at least 1, not {per_device}")
+    slots = resolve_devices(devices)
+    store = store if store is not None else default_store()
+    launcher = tuple(launcher) if launcher else default_launcher()
+    progress = {run.name: RunProgress(run) for run in plan.runs}
+    for item in progress.values():
+        _take_recorded_state(plan, item, store)
+    _require_stored_teachers(plan, progress, store)
+
+    threads = max(1, (os.cpu_count() or 1) // per_device)  # CPU children share the cores instead of oversubscribing
+    running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
+    load = dict.fromkeys(slots, 0)
+    update = on_update or (lambda _: None)
+    with _interrupt_flag() as stop:
+        try:
+            while not stop.is_set():
+                for name, (proc, log) in list(running.items()):
+                    if proc.poll() is not None:
+                        log.close()
+                        del running[name]
+                        load[progress[name].device] -= 1
+                        _finish(plan, progress[name], proc.returncode, store)
+                _block_dependents(progress)
+                for item in _ready(progress):
+                    device = min(slots, key=load.__getitem__)
+                    if load[device] >= per_device:
+                        break
+                    try:
+                        running[item.run.name] = _launch(plan, item, device, launcher, threads)
+                    except OSError as exc:  # no such launcher, an unwritable run directory: this run fails alone
+                        item.status, item.note = "failed", f"could not start: {exc}"
+                        continue
+                    load[device] += 1
+                update(tuple(progress.values()))
+                if not running and not any(p.status == "queued" for p in progress.values()):
+                    break
+                stop.wait(poll_seconds)
+        except KeyboardInterrupt:  # Ctrl-C outside the main thread's handler (e.g. a caller's own handler)
+            stop.set()
+        finally:
+            interrupted = stop.is_set()
+            _stop_children(progress, running)
+            update(tuple(progress.values()))
+    return SuiteOutcome(plan, tuple(progress.values()), interrupted)
+
+
+def _take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore | None) -> None:
+    recorded = read_run_state(plan.run_dir(item.run), item.run.config_hash)
+    if recorded.state == "finished":
+        item.status, item.note = "skipped", "finished earlier"
+        if item.run.register_teacher:
+            _register(plan, item, recorded.record, store)
+    elif recorded.state == "running":
+        item.status = "failed"
+        item.note = f"already running in process {recorded.record.get('pid')}: let it finish or stop it, then rerun"
+    elif recorded.state == "conflict":
+        item.status = "failed"
+        item.note = (
+            f"{plan.run_dir(item.run)} holds another recipe (config hash {recorded.record.get('config_hash')}); "
+            "remove that directory or use another --out"
+        )
+    elif recorded.state in ("incomplete", "failed"):
+        item.note = f"{recorded.state}: resume"
+
+
+def _require_stored_teachers(plan: SuitePlan, progress: dict[str, RunProgress], store: TeacherStore | None) -> None:
+    """Fail before starting anything when a run to do needs a teacher that is neither in the store nor planned."""
+    if store is None:
+        return  # no store module here: the engine reports a missing teacher itself
+    missing: set[str] = set()
+    for item in progress.values():
+        teacher = item.run.config.teacher
+        if item.status != "queued" or teacher is None or teacher.checkpoint is not None:
+            continue
+        if store.find_teacher(item.run.config.data.name, teacher.arch) is None:
+            missing.add(f"{item.run.config.data.name}/{teacher.arch}")
+    if missing:
+        raise SuiteError(
+            f"suite {plan.name} needs teachers the store lacks ({', '.join(sorted(missing))}): fetch them with "
+            "`sddkd fetch-teachers`, train them with --train-teachers, or leave those runs out with --only"
+        )
+
+
+def _ready(progress: dict[str, RunProgress]) -> list[RunProgress]:
+    settled = {name for name, p in progress.items() if p.status in ("done", "skipped")}
+    return [p for p in progress.values() if p.status == "queued" and set(p.run.depends_on) <= settled]
+
+
+def _block_dependents(progress: dict[str, RunProgress]) -> None:
+    for item in progress.values():
+        broken = [d for d in item.run.depends_on if progress[d].status in ("failed", "blocked")]
+        if item.status == "queued" and broken:
+            item.status, item.note = "blocked", f"teacher run {broken[0]} did not finish"
+
+
+def write_resolved_config(plan: SuitePlan, run: PlannedRun) -> Path:
+    """The run's fully resolved config as a preset file the child trains from (written atomically)."""
+    run_dir = plan.run_dir(run)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RESOLVED_CONFIG_FILE
+    header = f"# Resolved by `sddkd suite {plan.name}` (config hash {run.config_hash}, from {run.preset}).\n"
+    text = header + yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _launch(
+    plan: SuitePlan, item: RunProgress, device: str, launcher: tuple[str, ...], threads: int
+) -> tuple[subprocess.Popen[bytes], IO[str]]:
+    config_path = write_resolved_config(plan, item.run)
+    argv = [*launcher, "train", "--preset", str(config_path), "--out", str(plan.out), "--resume"]
+    argv += ["--device", "cpu" if device == "cpu" else "cuda"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    package_root = Path(__file__).resolve().parent.parent
+    if not {"site-packages", "dist-packages"} & set(package_root.parts):  # a source checkout: children import it too
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH")) if p)
+    item.log = plan.run_dir(item.run) / LOG_FILE
+    log = item.log.open("a")
+    log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} sddkd suite {plan.name}: {shlex.join(argv)}\n")
+    log.flush()
+    try:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    except OSError:
+        log.close()
+        raise
+    item.status, item.device, item.started, item.note = "running", device, time.monotonic(), ""
+    return proc, log
+
+
+def _finish(plan: SuitePlan, item: RunProgress, returncode: int, store: TeacherStore | None) -> None:
+    item.returncode = returncode
+    item.seconds = time.monotonic() - (item.started or time.monotonic())
+    if returncode != 0:
+        item.status = "failed"
+        cause = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
+        last = _last_line(item.log)
+        item.note = f"{cause}: {last}" if last else cause
+        return
+    item.status = "done"
+    if item.run.register_teacher:
+        record = read_run_state(plan.run_dir(item.run), item.run.config_hash).record
+        _register(plan, item, record, store)
+
+
+def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store: TeacherStore | None) -> None:
+    """Copy a trained teacher's best checkpoint into the store; a failure fails the run and blocks its students."""
+    cfg = item.run.config
+    best = plan.run_dir(item.run) / "checkpoints" / "best.pt"
+    if store is None:
+        item.status, item.note = "failed", "cannot register the teacher: this installation lacks sddkd.teachers"
+        return
+    if not best.is_file():
+        item.status, item.note = "failed", f"finished without {best}, so its teacher cannot be registered"
+        return
+    try:
+        stored = store.register_teacher(
+            cfg.data.name, cfg.student, best, origin=f"sddkd suite {plan.name}: {item.run.name}",
+            accuracy=record.get("best_top1"),
+        )  # fmt: skip
+    except Exception as exc:  # the store's errors are user-facing sentences; keep the suite going either way
+        item.status, item.note = "failed", f"registering the teacher failed: {exc}"
+        return
+    item.note = f"registered as teacher {cfg.data.name}/{cfg.student} ({stored})"
+
+
+def _last_line(log: Path | None) -> str:
+    """The last line of a child's log that says something: usually the one-sentence error of a failed run."""
+    if log is None or not log.is_file():
+        return ""
+    with log.open("rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 4096))
+        lines = [ln.strip(" \t│┃|") for ln in handle.read().decode(errors="replace").splitlines()]
+    said = [ln.strip() for ln in lines if any(c.isalnum() for c in ln)]  # not a blank line or a box border
+    return said[-1][:200] if said else ""
+
+
+def _stop_children(
+    progress: dict[str, RunProgress], running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]]
+) -> None:
+    """Terminate children still running (the suite was interrupted), then kill those that outlive the grace time."""
+    for proc, _ in running.values():
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for name, (proc, log) in running.items():
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        item = progress[name]
+        item.status, item.returncode, item.note = "failed", proc.returncode, "interrupted: rerun the suite to resume it"
+        item.seconds = time.monotonic() - (item.started or time.monotonic())
+
+
+@contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, checked between scheduling steps, so a signal never lands between starting
+    a child and recording it (which would orphan the child)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
