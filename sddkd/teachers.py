@@ -287,14 +287,14 @@ def _geometry(dataset: str, config: dict[str, Any] | None, checkpoint: Path) -> 
             "checkpoints/best.pt that `sddkd train` wrote"
         )
     from sddkd.config import RunConfig
-    from sddkd.data import dataset_spec
 
     try:
         data = RunConfig.model_validate(config).data
     except ValueError:  # pydantic's ValidationError: a config of another sddkd version
         raise TeacherError(f"{checkpoint} carries a run config this sddkd cannot read; train it again") from None
-    spec = dataset_spec(data)
-    return spec.model_dataset, spec.num_classes
+    size = data.synthetic.image_size if data.synthetic is not None else 32
+    # As the data layer's synthetic spec: 32 px imitates CIFAR-100, 224 px CUB-200 (CIFAR-style nets either way).
+    return ("cifar100" if size == 32 else "cub200"), data.num_classes
 
 
 def _build_model(arch: str, dataset: str, num_classes: int) -> nn.Module:
