@@ -50,18 +50,66 @@ def user_errors() -> Iterator[None]:
 
 
 @app.command("fetch-teachers")
-def fetch_teachers_command() -> None:
-    """Download, verify and register published teacher checkpoints."""
-    fail("fetch-teachers is not wired yet")
+def fetch_teachers_command(
+    dataset: Annotated[Literal["cifar100", "cub200", "imagenet"], typer.Option(help="Which teachers.")],
+    arch: Annotated[
+        list[str] | None, typer.Option(help="Architecture (repeatable); default: every published teacher.")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="URL, archive, folder or single checkpoint to take them from (offline machines, mirrors)."),
+    ] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of the --source file.")] = None,
+    force: Annotated[bool, typer.Option(help="Fetch again even when a verified copy is in the store.")] = False,
+) -> None:
+    """Download, verify and register published teacher checkpoints.
+
+    Store: $SDDKD_HOME/teachers/<dataset>/<arch>.pth plus index.json (SDDKD_HOME defaults to ~/.cache/sddkd).
+
+    Each checkpoint is loaded strictly into its architecture (weights only, no code) before it is accepted.
+
+    CUB-200 teachers are only on a Baidu Pan share: pass what you downloaded with --source, or train them.
+    """
+    from sddkd.teacher_sources import fetch_teachers, status_report
+
+    with user_errors():
+        statuses = fetch_teachers(dataset, arch or (), source=source, sha256=sha256, force=force)
+    console.print(status_report(statuses))
+    missing = [s.arch for s in statuses if s.state == "missing"]
+    if missing:
+        fail(
+            f"{len(missing)} teacher(s) not available: {', '.join(missing)}; the lines above say where each comes from"
+        )
 
 
 # --- prepare-data ---------------------------------------------------------------------------------------------
 
 
 @app.command("prepare-data")
-def prepare_data_command() -> None:
-    """Download (or take --from), verify, extract and cache a dataset under --data-root."""
-    fail("prepare-data is not wired yet")
+def prepare_data_command(
+    dataset: Annotated[Literal["cifar100", "cub200", "imagenet"], typer.Argument(help="Which dataset.")],
+    data_root: Annotated[Path, typer.Option(help="Where datasets live (the config's data.root).")] = Path("data"),
+    url: Annotated[str | None, typer.Option(help="Download from this mirror instead of the official URL.")] = None,
+    md5: Annotated[str | None, typer.Option(help="Expected md5 of the archive (a mirror's own file).")] = None,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="A local archive or extracted folder (offline machines).")
+    ] = None,
+) -> None:
+    """Download (or take --from), verify, extract and cache a dataset under --data-root.
+
+    A dataset already prepared is not fetched again.
+
+    ImageNet cannot be downloaded (licence): pass --from with its train/ and val/ class folders.
+    """
+    from sddkd.data.prepare import prepare_dataset
+
+    with user_errors():
+        prepared = prepare_dataset(dataset, data_root, url=url, md5=md5, source=source)
+    state = "already prepared" if prepared.reused else "prepared"
+    checks = ", ".join(
+        part for part in (prepared.archive_md5 and f"md5 {prepared.archive_md5}", prepared.spot_check) if part
+    )
+    console.print(f"{dataset} {state} at {prepared.path}" + (f" ({checks})" if checks else ""), soft_wrap=True)
 
 
 # --- train / eval ---------------------------------------------------------------------------------------------
