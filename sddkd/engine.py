@@ -19,7 +19,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from sddkd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sddkd.config import EngineConfig, OptimConfig, RunConfig, config_hash
+from sddkd.config import DataConfig, EngineConfig, OptimConfig, RunConfig, config_hash
 from sddkd.distill import RegionModel, make_loss_fn, teacher_regions
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
@@ -123,6 +123,31 @@ def evaluate(
             result["scales"][str(m)] = 100.0 * sum(cells[offset : offset + m * m]) / (m * m * seen)
             offset += m * m
     return result
+
+
+def build_data(
+    data: DataConfig, global_batch: int, device: torch.device, seed: int, dist: DistContext, train: bool = True
+) -> tuple[Any, Any, Any]:
+    """(spec, train loader, test loader) for this rank; the preset's batch is the global batch across ranks."""
+    from sddkd.data import build_loaders, dataset_spec
+
+    if global_batch % dist.world_size:
+        raise UserError(
+            f"the global batch size {global_batch} does not split evenly over {dist.world_size} processes; "
+            "choose a batch size divisible by the number of processes"
+        )
+    synthetic = data.synthetic.model_dump() if data.synthetic is not None else None
+    spec = dataset_spec(data.name, **(synthetic or {}))
+    train_loader, test_loader = build_loaders(
+        data.name, data.root, batch_size=global_batch // dist.world_size, device=device, seed=seed,
+        rank=dist.rank, world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
+    )  # fmt: skip
+    if train and len(train_loader) == 0:
+        raise UserError(
+            f"{data.name} has too few training images for batch {global_batch} on {dist.world_size} processes "
+            "(no full step per epoch); lower the batch size or the number of processes"
+        )
+    return spec, train_loader, test_loader
 
 
 @dataclass
@@ -249,8 +274,6 @@ def train(
     `stop_after_epoch` ends the process's work after that epoch as an interruption would (the run stays
     unfinished and `resume=True` continues it): used by tests and by time-boxed jobs.
     """
-    from sddkd.data import build_loaders, dataset_spec
-
     console = console or Console(stderr=True)
     dist = DistContext.from_env()
     paths: RunPaths = run_paths(cfg, Path(out_root))
@@ -259,8 +282,7 @@ def train(
         dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
         return read_result(paths) or {}
     placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
-    spec = dataset_spec(cfg.data)
-    train_loader, test_loader = build_loaders(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
+    spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every resume
     backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
     backbone = backbone.to(placement.device, memory_format=torch.channels_last if placement.channels_last else None)
