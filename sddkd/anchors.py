@@ -166,9 +166,7 @@ def lookup_arch(dataset: str, arch: str) -> Anchor | None:
     return _anchor(value, "vanilla", _SOURCES[dataset])
 
 
-def lookup(
-    dataset: str, method: str, teacher: str | None, student: str, scales: Scales | None
-) -> Anchor | None:
+def lookup(dataset: str, method: str, teacher: str | None, student: str, scales: Scales | None) -> Anchor | None:
     """The published number for `method` on `teacher -> student` at scales M, or None (see the module doc).
 
     `vanilla` runs look up `student` (the arch trained alone); `teacher` is ignored for them.

@@ -254,9 +254,7 @@ def suite_command(
 def report_command(
     runs_dir: Annotated[
         Path,
-        typer.Argument(
-            metavar="RUNS_DIR", help="Folder searched recursively for runs (folders with result.json)."
-        ),
+        typer.Argument(metavar="RUNS_DIR", help="Folder searched recursively for runs (folders with result.json)."),
     ],
     out: Annotated[
         Path | None,

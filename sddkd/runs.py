@@ -86,7 +86,7 @@ def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
 def versions() -> dict[str, str]:
     import torch
 
-    return {"sddkd": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"sddkd": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:

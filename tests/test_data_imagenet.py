@@ -71,18 +71,14 @@ def test_validation_is_sharded_exactly_once(data_root):
 def test_validation_transform_matches_torchvision(data_root):
     _, val = build_loaders("imagenet", data_root, batch_size=2, device="cpu", seed=0, num_workers=0)
     images, _ = next(iter(val))
-    reference = T.Compose(
-        [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     with Image.open(data_root / "imagenet" / "val" / "n00000000" / "val_0_1.JPEG") as image:
         assert torch.allclose(images[1], reference(image.convert("RGB")), atol=1e-6)
 
 
 def test_worker_processes_give_the_same_batches(data_root):
     def batches(workers):
-        train, _ = build_loaders(
-            "imagenet", data_root, batch_size=3, device="cpu", seed=2, num_workers=workers
-        )
+        train, _ = build_loaders("imagenet", data_root, batch_size=3, device="cpu", seed=2, num_workers=workers)
         train.set_epoch(4)
         return list(train)
 
@@ -107,9 +103,7 @@ def test_missing_split_names_the_command(tmp_path):
     shutil.rmtree(tmp_path / "imagenet" / "val")
     with pytest.raises(DataMissingError) as error:
         build_imagenet_index(tmp_path)
-    assert "\n" not in str(error.value) and f"sddkd prepare-data imagenet --data-root {tmp_path}" in str(
-        error.value
-    )
+    assert "\n" not in str(error.value) and f"sddkd prepare-data imagenet --data-root {tmp_path}" in str(error.value)
 
 
 def test_mismatched_or_empty_class_folders_are_errors(tmp_path):

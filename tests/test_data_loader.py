@@ -11,9 +11,7 @@ from sddkd.data.spec import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET
 
 
 def _images(n, size, seed=0):
-    return torch.randint(
-        0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
-    )
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def _loader(n=10, size=8, batch_size=4, **kw):
@@ -75,9 +73,7 @@ def test_crop_flip_gathers_rows_by_index_and_keeps_dtype():
     source = torch.randn(5, 3, 6, 6)
     index = torch.tensor([4, 0, 4])
     zeros = torch.zeros(3, dtype=torch.int64)
-    out = crop_flip(
-        source, zeros + 1, zeros + 1, torch.tensor([False, True, False]), size=6, padding=1, index=index
-    )
+    out = crop_flip(source, zeros + 1, zeros + 1, torch.tensor([False, True, False]), size=6, padding=1, index=index)
     assert out.dtype == source.dtype and out.shape == (3, 3, 6, 6)
     assert torch.equal(out[0], source[4]) and torch.equal(out[1], source[0].flip(-1))
 
@@ -87,9 +83,7 @@ def test_batches_are_a_pure_function_of_seed_and_epoch():
     torch.manual_seed(123)
     torch.rand(100)  # the model's use of the global RNG must not matter
     second = _epoch(_loader(seed=3), 5)
-    assert all(
-        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True)
-    )
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
     other_epoch = _epoch(_loader(seed=3), 6)
     other_seed = _epoch(_loader(seed=4), 5)
     for other in (other_epoch, other_seed):
@@ -111,14 +105,10 @@ def test_train_shards_have_equal_steps_and_cover_the_epoch(world_size):
     shards = [_loader(n=n, rank=r, world_size=world_size) for r in range(world_size)]
     seen = [torch.cat([y for _, y in _epoch(loader, 2)]) for loader in shards]
     assert len({len(loader) for loader in shards}) == 1
-    assert all(
-        len(s) == loader.num_samples == -(-n // world_size) for s, loader in zip(seen, shards, strict=True)
-    )
+    assert all(len(s) == loader.num_samples == -(-n // world_size) for s, loader in zip(seen, shards, strict=True))
     everything = torch.cat(seen)
     assert set(everything.tolist()) == set(range(n))
-    assert (
-        len(everything) - len(set(everything.tolist())) == len(everything) - n
-    )  # only the wrap-around repeats
+    assert len(everything) - len(set(everything.tolist())) == len(everything) - n  # only the wrap-around repeats
 
 
 def test_train_augmentation_does_not_depend_on_world_size():

@@ -77,9 +77,7 @@ def test_unknown_name_lists_close_matches_and_how_to_list():
 
 
 def test_name_of_another_dataset_says_which_datasets_it_supports():
-    with pytest.raises(
-        ValueError, match=r"'resnet18' is not available for dataset 'cifar100'.*imagenet.*ResNet18"
-    ):
+    with pytest.raises(ValueError, match=r"'resnet18' is not available for dataset 'cifar100'.*imagenet.*ResNet18"):
         create_model("resnet18", dataset="cifar100")
     with pytest.raises(ValueError, match=r"supports cifar100, cub200"):
         create_model("wrn_40_2", dataset="imagenet")
@@ -92,9 +90,7 @@ def test_bad_arguments_are_rejected(kwargs):
 
 
 def test_list_models_rejects_an_unknown_dataset():
-    with pytest.raises(
-        ValueError, match="unknown dataset 'cifar10'; expected one of cifar100, cub200, imagenet"
-    ):
+    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; expected one of cifar100, cub200, imagenet"):
         list_models("cifar10")
 
 

@@ -74,9 +74,7 @@ class _ArrayDataset(NamedTuple):
     test_labels: Tensor
 
 
-def _array_dataset(
-    name: str, root: str | Path, synthetic: SyntheticConfig | Mapping[str, Any] | None
-) -> _ArrayDataset:
+def _array_dataset(name: str, root: str | Path, synthetic: SyntheticConfig | Mapping[str, Any] | None) -> _ArrayDataset:
     if name == "cifar100":
         train, test = read_cifar100_split(root, "train"), read_cifar100_split(root, "test")
         return _ArrayDataset(dataset_spec(name), 4, False, *train, *test)

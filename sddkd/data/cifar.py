@@ -82,9 +82,7 @@ def _load_entry(data_root: Path, name: str) -> dict[str, Any]:
     """The dict pickled in cifar-100-python/<name>, with str keys (the files hold Python 2 byte keys)."""
     path = cifar100_dir(data_root) / name
     if not path.is_file():
-        raise DataMissingError(
-            f"CIFAR-100 not found under {path.parent} (no {name!r} file); {_fix(data_root)}"
-        )
+        raise DataMissingError(f"CIFAR-100 not found under {path.parent} (no {name!r} file); {_fix(data_root)}")
     try:
         entry = restricted_load(path)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
@@ -92,12 +90,8 @@ def _load_entry(data_root: Path, name: str) -> dict[str, Any]:
             f"{path} is not a readable CIFAR-100 file ({error}); delete {path.parent} and {_fix(data_root)}"
         ) from error
     if not isinstance(entry, dict):
-        raise DataFormatError(
-            f"{path} does not hold a CIFAR-100 dict; delete {path.parent} and {_fix(data_root)}"
-        )
-    return {
-        key.decode("latin-1") if isinstance(key, bytes) else str(key): value for key, value in entry.items()
-    }
+        raise DataFormatError(f"{path} does not hold a CIFAR-100 dict; delete {path.parent} and {_fix(data_root)}")
+    return {key.decode("latin-1") if isinstance(key, bytes) else str(key): value for key, value in entry.items()}
 
 
 def read_cifar100_split(data_root: str | Path, split: str) -> tuple[Tensor, Tensor]:

@@ -94,14 +94,10 @@ def read_cub_splits(extracted_root: str | Path) -> CubSplits:
     for image_id in sorted(images):
         label = int(class_ids[image_id]) - 1
         if not 0 <= label < len(classes) or is_train[image_id] not in ("0", "1"):
-            raise DataFormatError(
-                f"image {image_id} under {base} has a bad class or split; re-extract CUB-200-2011"
-            )
+            raise DataFormatError(f"image {image_id} under {base} has a bad class or split; re-extract CUB-200-2011")
         splits[is_train[image_id] == "1"].append((images[image_id], label))
     if not splits[True] or not splits[False]:
-        raise DataFormatError(
-            f"{base / 'train_test_split.txt'} leaves a split empty; re-extract CUB-200-2011"
-        )
+        raise DataFormatError(f"{base / 'train_test_split.txt'} leaves a split empty; re-extract CUB-200-2011")
     return CubSplits(base, classes, splits[True], splits[False])
 
 
@@ -117,9 +113,7 @@ def _write_split(base: Path, entries: list[tuple[str, int]], target: Path, progr
     paths = [base / "images" / relative for relative, _ in entries]
     for path in paths:
         if not path.is_file():
-            raise DataMissingError(
-                f"{path} is missing; re-extract CUB-200-2011 with `sddkd prepare-data cub200`"
-            )
+            raise DataMissingError(f"{path} is missing; re-extract CUB-200-2011 with `sddkd prepare-data cub200`")
     temporary = temporary_path(target)
     digest = hashlib.sha256()
     try:
@@ -127,9 +121,7 @@ def _write_split(base: Path, entries: list[tuple[str, int]], target: Path, progr
         # PIL releases the GIL while decoding and resizing, so threads use every core.
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             decoded = pool.map(decode_resized, paths)
-            for i, image in enumerate(
-                tqdm(decoded, total=len(paths), desc=target.stem, disable=not progress)
-            ):
+            for i, image in enumerate(tqdm(decoded, total=len(paths), desc=target.stem, disable=not progress)):
                 pixels[i] = image
                 digest.update(image.tobytes())
         pixels.flush()
@@ -180,11 +172,7 @@ def _sha256(path: Path) -> str:
 def _complete_index(cache: Path, verify: bool) -> dict[str, Any] | None:
     """The cache's index if the cache is complete (and, with verify, its checksums match), else None."""
     index = read_json(cache / INDEX_NAME)
-    if (
-        not isinstance(index, dict)
-        or index.get("format") != CACHE_FORMAT
-        or index.get("version") != CACHE_VERSION
-    ):
+    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
         return None
     try:
         for name in ("train", "test"):
@@ -224,8 +212,7 @@ def load_cub_cache(data_root: str | Path) -> CubCache:
     index = _complete_index(cache, verify=False)
     if index is None:
         raise DataMissingError(
-            f"CUB-200-2011 cache not found under {cache}; "
-            f"run `sddkd prepare-data cub200 --data-root {data_root}`"
+            f"CUB-200-2011 cache not found under {cache}; run `sddkd prepare-data cub200 --data-root {data_root}`"
         )
     tensors = []
     for name in ("train", "test"):

@@ -52,9 +52,7 @@ def _class_folders(split_dir: Path, data_root: Path) -> list[str]:
         )
     classes = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
     if not classes:
-        raise DataFormatError(
-            f"{split_dir} holds no class folders; ImageNet needs train/<class>/<image> folders"
-        )
+        raise DataFormatError(f"{split_dir} holds no class folders; ImageNet needs train/<class>/<image> folders")
     return classes
 
 
@@ -68,9 +66,7 @@ def _list_split(root: Path, split: str, classes: list[str]) -> dict[str, list[An
             if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
         )
         if not images:
-            raise DataFormatError(
-                f"{root / split / name} holds no images; every ImageNet class folder needs some"
-            )
+            raise DataFormatError(f"{root / split / name} holds no images; every ImageNet class folder needs some")
         files += [f"{split}/{name}/{image}" for image in images]
         labels += [label] * len(images)
     return {"files": files, "labels": labels}
@@ -102,11 +98,7 @@ def build_imagenet_index(data_root: str | Path) -> Path:
 
 def load_imagenet_index(data_root: str | Path) -> dict[str, Any]:
     index = read_json(imagenet_index_path(data_root))
-    if (
-        not isinstance(index, dict)
-        or index.get("format") != INDEX_FORMAT
-        or index.get("version") != INDEX_VERSION
-    ):
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or index.get("version") != INDEX_VERSION:
         raise DataMissingError(
             f"ImageNet index not found at {imagenet_index_path(data_root)}; "
             f"run `sddkd prepare-data imagenet --data-root {data_root}`"
@@ -122,9 +114,7 @@ def random_resized_crop_box(
     log_ratio = (math.log(3 / 4), math.log(4 / 3))
     for _ in range(10):
         target_area = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(1, generator=generator).item())
-        aspect = math.exp(
-            log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=generator).item()
-        )
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=generator).item())
         box_w = int(round(math.sqrt(target_area * aspect)))
         box_h = int(round(math.sqrt(target_area / aspect)))
         if 0 < box_w <= width and 0 < box_h <= height:

@@ -79,9 +79,7 @@ def crop_flip(
         cols.clamp(0, width - 1)[:, None, None, :],
     ]  # [B, C, S, S]
     if padding:
-        inside = ((rows >= 0) & (rows < height))[:, None, :, None] & ((cols >= 0) & (cols < width))[
-            :, None, None, :
-        ]
+        inside = ((rows >= 0) & (rows < height))[:, None, :, None] & ((cols >= 0) & (cols < width))[:, None, None, :]
         out = out.masked_fill(~inside, 0)
     return out
 

@@ -62,9 +62,7 @@ class SyntheticConfig:
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - allowed)
         if unknown:
-            raise ValueError(
-                f"unknown synthetic option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
+            raise ValueError(f"unknown synthetic option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
         return cls(**dict(options))
 
 
@@ -87,9 +85,7 @@ def _prototypes(num_classes: int, canvas: int, image_size: int, generator: torch
     textures = math.ceil(math.sqrt(num_classes))
     layouts = math.ceil(num_classes / textures)
     coarse = torch.randn(layouts, 3, 4, 4, generator=generator)
-    field = torch.nn.functional.interpolate(
-        coarse, size=(canvas, canvas), mode="bilinear", align_corners=False
-    )
+    field = torch.nn.functional.interpolate(coarse, size=(canvas, canvas), mode="bilinear", align_corners=False)
     angle = torch.rand(textures, generator=generator) * math.pi  # [T] grating orientation
     cycles = 1.5 + 3.5 * torch.rand(textures, generator=generator)  # [T] periods per image width
     phase = torch.rand(textures, generator=generator) * 2 * math.pi
@@ -126,9 +122,7 @@ def _render(prototypes: Tensor, labels: Tensor, size: int, generator: torch.Gene
     return image.clamp_(0, 255).to(torch.uint8)
 
 
-def _split(
-    prototypes: Tensor, per_class: int, size: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
+def _split(prototypes: Tensor, per_class: int, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     num_classes = prototypes.shape[0]
     labels = torch.arange(num_classes * per_class) % num_classes  # interleaved: every slice is near-balanced
     images = torch.empty(len(labels), 3, size, size, dtype=torch.uint8)

@@ -71,9 +71,7 @@ class CifarMobileNetV2(ImageClassifier):
             out_channels = int(c * width_mult)
             layers = []
             for stride in [s] + [1] * (n - 1):
-                layers.append(
-                    InvertedResidual(in_channels, out_channels, stride, expansion if t is None else t)
-                )
+                layers.append(InvertedResidual(in_channels, out_channels, stride, expansion if t is None else t))
                 in_channels = out_channels
             self.blocks.append(nn.Sequential(*layers))
         last_channels = int(1280 * width_mult) if width_mult > 1.0 else 1280

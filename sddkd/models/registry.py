@@ -70,9 +70,7 @@ def create_model(name: str, num_classes: int = 100, dataset: str = "cifar100") -
         supported = ", ".join(entry.datasets)
         same_dataset = _close_matches(name, list_models(dataset))
         hint = f" (for {dataset} did you mean {' or '.join(same_dataset)}?)" if same_dataset else ""
-        raise ValueError(
-            f"model {name!r} is not available for dataset {dataset!r}; it supports {supported}{hint}"
-        )
+        raise ValueError(f"model {name!r} is not available for dataset {dataset!r}; it supports {supported}{hint}")
     return entry.factory(num_classes, dataset)
 
 

@@ -188,9 +188,7 @@ class FourStageResNet(ImageClassifier):
         return self.linear
 
 
-def _three_stage(
-    depth: int, widths: tuple[int, int, int, int], num_classes: int, dataset: str
-) -> ThreeStageResNet:
+def _three_stage(depth: int, widths: tuple[int, int, int, int], num_classes: int, dataset: str) -> ThreeStageResNet:
     return ThreeStageResNet(depth, widths, num_classes, stem=stem_for(dataset))
 
 

@@ -117,9 +117,7 @@ class ShuffleV2DownUnit(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         mid = out_channels // 2
-        self.conv1 = nn.Conv2d(
-            in_channels, in_channels, 3, stride=2, padding=1, groups=in_channels, bias=False
-        )
+        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1, groups=in_channels, bias=False)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv2 = nn.Conv2d(in_channels, mid, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(mid)
@@ -152,9 +150,7 @@ class ShuffleNetV2(ImageClassifier):
         self.layer1 = self._make_layer(out_channels[0], num_blocks[0])
         self.layer2 = self._make_layer(out_channels[1], num_blocks[1])
         self.layer3 = self._make_layer(out_channels[2], num_blocks[2])
-        self.conv2 = nn.Conv2d(
-            out_channels[2], out_channels[3], kernel_size=1, stride=1, padding=0, bias=False
-        )
+        self.conv2 = nn.Conv2d(out_channels[2], out_channels[3], kernel_size=1, stride=1, padding=0, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels[3])
         self.linear = nn.Linear(out_channels[3], num_classes)
 
