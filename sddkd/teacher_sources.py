@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import tarfile
 import urllib.error
 import zipfile
@@ -326,7 +327,9 @@ def _fetch_torchvision(arch: str, progress: bool) -> None:
     try:
         try:
             prefix = hash_prefix.group(1) if hash_prefix else None
-            torch.hub.download_url_to_file(url, str(staged), hash_prefix=prefix, progress=progress)
+            # A bar only on a terminal, as for every other download (logs and CI stay clean).
+            show = progress and sys.stderr.isatty()
+            torch.hub.download_url_to_file(url, str(staged), hash_prefix=prefix, progress=show)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TeacherError(

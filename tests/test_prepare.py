@@ -24,6 +24,12 @@ def prepare(*args: str):
     return CliRunner().invoke(cli.app, ["prepare-data", *args])
 
 
+def failed_with_one_line(result) -> bool:
+    """A user error: non-zero exit and exactly one line, the sentence that names the fix."""
+    lines = result.output.strip().splitlines()
+    return result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: ")
+
+
 def leftovers(root: Path) -> list[str]:
     """Everything under the data root except empty bookkeeping folders: what a failure must not leave."""
     if not root.exists():
@@ -62,7 +68,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path: Path, cifar_archive: Path) -
     root = tmp_path / "data"
     with LocalServer({"c.tgz": cifar_archive.read_bytes()}) as server:
         result = prepare("cifar100", "--data-root", str(root), "--url", server.url("c.tgz"), "--md5", "0" * 32)
-    assert result.exit_code != 0
+    assert failed_with_one_line(result)
     assert f"md5 {md5_of(cifar_archive)}, expected {'0' * 32}" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert leftovers(root) == []
@@ -71,7 +77,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path: Path, cifar_archive: Path) -
 def test_a_local_archive_must_match_the_official_md5_or_the_given_one(tmp_path: Path, cifar_archive: Path) -> None:
     root = tmp_path / "data"
     refused = prepare("cifar100", "--data-root", str(root), "--from", str(cifar_archive))
-    assert refused.exit_code != 0 and f"--md5 {md5_of(cifar_archive)}" in refused.output
+    assert failed_with_one_line(refused) and f"--md5 {md5_of(cifar_archive)}" in refused.output
     assert leftovers(root) == []
     md5 = md5_of(cifar_archive)
     accepted = prepare("cifar100", "--data-root", str(root), "--from", str(cifar_archive), "--md5", md5)
@@ -109,7 +115,7 @@ def test_unsafe_archive_is_refused_and_leaves_nothing(tmp_path: Path, kind: str)
     archive = _unsafe_cifar_archive(tmp_path / "bad.tgz", kind)
     root = tmp_path / "data"
     result = prepare("cifar100", "--data-root", str(root), "--from", str(archive), "--md5", md5_of(archive))
-    assert result.exit_code != 0 and "refusing" in result.output
+    assert failed_with_one_line(result) and "refusing" in result.output
     assert leftovers(root) == [] and not (root / "cifar-100-python").exists()
     assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/sddkd-escaped.txt").exists()
 
@@ -117,7 +123,7 @@ def test_unsafe_archive_is_refused_and_leaves_nothing(tmp_path: Path, kind: str)
 def test_no_network_names_the_url_and_the_offline_alternative(tmp_path: Path) -> None:
     url = closed_port_url("cifar-100-python.tar.gz")
     result = prepare("cifar100", "--data-root", str(tmp_path / "data"), "--url", url)
-    assert result.exit_code != 0
+    assert failed_with_one_line(result)
     assert url in result.output and "--from PATH" in result.output
     assert leftovers(tmp_path / "data") == []
 
@@ -143,14 +149,14 @@ def test_cub200_official_md5_requires_the_spot_check_images(tmp_path: Path, monk
     monkeypatch.setitem(prepare_module.OFFICIAL, "cub200", (prepare_module.CUB200_URL, md5_of(archive)))
     root = tmp_path / "data"
     result = prepare("cub200", "--data-root", str(root), "--from", str(archive))
-    assert result.exit_code != 0 and "Black_Footed_Albatross_0001_796111.jpg is missing" in result.output
+    assert failed_with_one_line(result) and "Black_Footed_Albatross_0001_796111.jpg is missing" in result.output
     assert leftovers(root) == []
 
 
 def test_imagenet_is_linked_from_the_users_copy(tmp_path: Path) -> None:
     root = tmp_path / "data"
     refused = prepare("imagenet", "--data-root", str(root))
-    assert refused.exit_code != 0 and "licence" in refused.output and "--from" in refused.output
+    assert failed_with_one_line(refused) and "licence" in refused.output and "--from" in refused.output
 
     tree = make_imagenet_tree(tmp_path / "ILSVRC", classes=2, per_class=1)
     result = prepare("imagenet", "--data-root", str(root), "--from", str(tree))

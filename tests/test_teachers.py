@@ -80,6 +80,12 @@ def run(*args: str):
     return CliRunner().invoke(cli.app, ["fetch-teachers", *args])
 
 
+def failed_with_one_line(result) -> bool:
+    """A user error: non-zero exit and exactly one line, the sentence that names the fix."""
+    lines = result.output.strip().splitlines()
+    return result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: ")
+
+
 def store_files(home: Path) -> list[str]:
     root = home / "teachers"
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
@@ -152,7 +158,7 @@ def test_a_url_must_keep_serving_the_file_it_served_first(home: Path, published:
         before = store_path("cifar100", "resnet56").read_bytes()
         server.files["t.tar"] = other + b"\0" * 512  # the URL now serves different bytes
         result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", server.url("t.tar"), "--force")
-    assert result.exit_code != 0
+    assert failed_with_one_line(result)
     assert "now serves a file with sha256" in result.output and "--sha256" in result.output
     assert store_path("cifar100", "resnet56").read_bytes() == before
     assert list((home / "downloads").iterdir()) == []
@@ -162,7 +168,7 @@ def test_checksum_mismatch_leaves_nothing(home: Path, published: dict) -> None:
     with LocalServer({"t.tar": published["tar"]}) as server:
         url = server.url("t.tar")
         result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", url, "--sha256", "ab" * 32)
-    assert result.exit_code != 0 and f"expected {'ab' * 32}" in result.output
+    assert failed_with_one_line(result) and f"expected {'ab' * 32}" in result.output
     assert [p for p in store_files(home) if p.endswith(".pth")] == []
     assert list((home / "downloads").iterdir()) == []
 
@@ -183,7 +189,7 @@ def test_a_checkpoint_that_runs_code_is_refused(home: Path, tmp_path: Path, publ
     payload = {"model": published["checkpoints"]["resnet56"]["model"], "extra": _TouchOnUnpickle(marker)}
     evil.write_bytes(saved(payload))
     result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", str(evil))
-    assert result.exit_code != 0
+    assert failed_with_one_line(result)
     assert "refused" in result.output and "run code" in result.output
     assert not marker.exists()
     assert [p for p in store_files(home) if p.endswith(".pth") or "incoming" in p] == []
@@ -194,7 +200,7 @@ def test_tensors_that_do_not_fit_name_arch_and_key(home: Path, tmp_path: Path) -
     folder.mkdir(parents=True)
     (folder / "ckpt_epoch_240.pth").write_bytes(saved(repdistiller_checkpoint("resnet8")))  # wrong architecture
     result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", str(tmp_path / "cifar_teachers"))
-    assert result.exit_code != 0
+    assert failed_with_one_line(result)
     line = result.output.strip()
     assert "does not fit resnet56" in line and "'" in line and "fetch-teachers" in line
     assert [p for p in store_files(home) if p.endswith(".pth")] == []
@@ -203,7 +209,7 @@ def test_tensors_that_do_not_fit_name_arch_and_key(home: Path, tmp_path: Path) -
 def test_no_network_names_the_url_and_the_offline_alternative(home: Path) -> None:
     url = closed_port_url("cifar_teachers.tar")
     result = run("--dataset", "cifar100", "--arch", "resnet56", "--source", url)
-    assert result.exit_code != 0
+    assert failed_with_one_line(result)
     assert url in result.output and "--source PATH" in result.output
     assert [p for p in store_files(home) if p.endswith(".pth")] == []
 
@@ -258,7 +264,7 @@ def test_imagenet_teacher_downloaded_and_hash_checked_like_torchvision(
             sources, "torchvision_release", lambda arch: (server.url("mobilenet_v2-00000000.pth"), 71.9)
         )
         refused = run("--dataset", "imagenet", "--arch", "mobilenet_v2")
-        assert refused.exit_code != 0 and "hash check" in refused.output
+        assert failed_with_one_line(refused) and "hash check" in refused.output
         assert [p for p in store_files(home) if "mobilenet" in p] == []
 
         monkeypatch.setattr(sources, "torchvision_release", lambda arch: (server.url(name), 71.9))
@@ -268,7 +274,7 @@ def test_imagenet_teacher_downloaded_and_hash_checked_like_torchvision(
 
     monkeypatch.setattr(sources, "torchvision_release", lambda arch: (closed_port_url(name), 71.9))
     offline = run("--dataset", "imagenet", "--arch", "mobilenet_v2", "--force")
-    assert offline.exit_code != 0 and "--source PATH.pth" in offline.output
+    assert failed_with_one_line(offline) and "--source PATH.pth" in offline.output
 
 
 def test_checkpoint_formats(tmp_path: Path) -> None:
