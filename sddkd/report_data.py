@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sddkd.anchors import Anchor, lookup
+from sddkd.errors import UserError
 from sddkd.scales import Scales, parse_scales
 
 RunState = Literal["finished", "running", "incomplete", "failed"]
@@ -31,7 +32,7 @@ METHOD_ORDER: tuple[str, ...] = ("vanilla", "kd", "kd_lskd", "dkd", "dkd_lskd", 
 METHOD_ORDER += ("sdd_dkd", "sdd_dkd_lskd")
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A problem the user can fix; the message says how."""
 
 

@@ -1,14 +1,16 @@
 """Small fake datasets in the real on-disk formats, for tests of data, prepare-data, the engine and the CLI.
 
-Every function is deterministic (fixed seeds), writes only under the path it is given and returns the path a
-consumer would point at. Images are random noise: these fakes test formats and plumbing, not learning.
+Every function is deterministic (fixed seeds) and writes only under the path it is given. The tree makers take
+a data root (what `--data-root` points at), write the dataset's folder inside it where sddkd looks for it and
+return the data root; the archive makers return the archive's path. Images are random noise: these fakes test
+formats and plumbing, not learning.
 
 - make_cifar100_tree / make_cifar100_archive: torchvision's `cifar-100-python` pickles (Python-2 style byte
   keys, numpy uint8 `data` N x 3072 in CHW order, `fine_labels`, `coarse_labels`, `meta`), as a tree or a
   `.tar.gz`.
 - make_cub_tree / make_cub_archive: the `CUB_200_2011/` layout with small real JPEGs (varied sizes, one
   grayscale) and the real metadata files, as a tree or a `CUB_200_2011.tgz`.
-- make_imagenet_tree: `train/` and `val/` class folders of small JPEGs.
+- make_imagenet_tree: `imagenet/train/` and `imagenet/val/` class folders of small JPEGs.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _jpeg(rng: np.random.Generator, width: int, height: int, grayscale: bool = F
 
 
 def make_cub_tree(root: str | Path, n_classes: int = 3, per_class: int = 4, seed: int = 0) -> Path:
-    """Write `root/CUB_200_2011/` with images and metadata; return that `CUB_200_2011` directory.
+    """Write `root/CUB_200_2011/` with images and metadata; return `root`.
 
     Within each class, every other image is in the train split (is_training_image 1), so train and test both
     hold every class. Image sizes vary (landscape and portrait, 40-90 px) and the very first image is
@@ -110,7 +112,7 @@ def make_cub_tree(root: str | Path, n_classes: int = 3, per_class: int = 4, seed
         ("train_test_split.txt", split),
     ]:
         (base / name).write_text("\n".join(lines) + "\n")
-    return base
+    return Path(root)
 
 
 def make_cub_archive(path: str | Path, n_classes: int = 3, per_class: int = 4, seed: int = 0) -> Path:
@@ -128,12 +130,12 @@ def make_cub_archive(path: str | Path, n_classes: int = 3, per_class: int = 4, s
 
 
 def make_imagenet_tree(root: str | Path, classes: int = 3, per_class: int = 2, seed: int = 0) -> Path:
-    """Write `root/{train,val}/n0000000k/*.JPEG` (per_class images per class and split); return `root`."""
+    """Write `root/imagenet/{train,val}/n0000000k/*.JPEG` (per_class images each); return `root`."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     for split in ("train", "val"):
         for c in range(classes):
-            folder = root / split / f"n{c:08d}"
+            folder = root / "imagenet" / split / f"n{c:08d}"
             folder.mkdir(parents=True, exist_ok=True)
             for k in range(per_class):
                 width, height = (int(v) for v in rng.integers(40, 91, size=2))

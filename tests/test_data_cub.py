@@ -96,7 +96,7 @@ def test_missing_cache_names_the_command_that_fixes_it(tmp_path):
 
 
 def test_missing_metadata_or_image_is_reported(tmp_path):
-    base = make_cub_tree(tmp_path, n_classes=2, per_class=2)
+    base = make_cub_tree(tmp_path, n_classes=2, per_class=2) / "CUB_200_2011"
     next((base / "images").rglob("*.jpg")).unlink()
     with pytest.raises(DataMissingError, match="is missing; re-extract CUB-200-2011"):
         build_cub_cache(tmp_path, tmp_path / "cache", progress=False)

@@ -17,7 +17,7 @@ from tests.fakes import make_imagenet_tree
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    make_imagenet_tree(root / "imagenet", classes=3, per_class=2)
+    make_imagenet_tree(root, classes=3, per_class=2)
     build_imagenet_index(root)
     return root
 
@@ -99,7 +99,7 @@ def test_random_resized_crop_box_stays_inside_and_uses_only_its_generator():
 
 
 def test_missing_split_names_the_command(tmp_path):
-    make_imagenet_tree(tmp_path / "imagenet", classes=2, per_class=1)
+    make_imagenet_tree(tmp_path, classes=2, per_class=1)
     shutil.rmtree(tmp_path / "imagenet" / "val")
     with pytest.raises(DataMissingError) as error:
         build_imagenet_index(tmp_path)
@@ -107,7 +107,7 @@ def test_missing_split_names_the_command(tmp_path):
 
 
 def test_mismatched_or_empty_class_folders_are_errors(tmp_path):
-    make_imagenet_tree(tmp_path / "imagenet", classes=2, per_class=1)
+    make_imagenet_tree(tmp_path, classes=2, per_class=1)
     (tmp_path / "imagenet" / "val" / "n00000001").rename(tmp_path / "imagenet" / "val" / "n99999999")
     with pytest.raises(DataFormatError, match="different class folders"):
         build_imagenet_index(tmp_path)

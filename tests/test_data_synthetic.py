@@ -14,10 +14,10 @@ def default_data():
 
 
 def test_default_generation_is_fast_deterministic_and_cifar_shaped(default_data):
-    start = time.perf_counter()
+    start = time.process_time()
     again = make_synthetic(SyntheticConfig())
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0  # < 1 s on an idle 2-core machine; the margin absorbs a busy CI runner
+    # About 0.4 s of wall time on an idle 2-core machine; CPU time of both threads is robust to a busy runner.
+    assert time.process_time() - start < 4.0
     assert default_data.train_images.shape == (5000, 3, 32, 32) and default_data.test_images.shape == (
         1000,
         3,

@@ -26,7 +26,14 @@ import torch
 from torch import Tensor
 
 from sddkd.data.cifar import read_cifar100_split
-from sddkd.data.cub import build_cub_cache, cub_cache_dir, cub_cache_ready, cub_extracted_dir, load_cub_cache
+from sddkd.data.cub import (
+    CubCache,
+    build_cub_cache,
+    cub_cache_dir,
+    cub_cache_ready,
+    cub_extracted_dir,
+    load_cub_cache,
+)
 from sddkd.data.imagenet import ImageNetLoader, build_imagenet_index, imagenet_dir
 from sddkd.data.loader import ArrayLoader, crop_flip, normalize
 from sddkd.data.spec import (
@@ -37,7 +44,7 @@ from sddkd.data.spec import (
     dataset_spec,
     synthetic_spec,
 )
-from sddkd.data.synthetic import SyntheticConfig, make_synthetic
+from sddkd.data.synthetic import SyntheticConfig, SyntheticData, make_synthetic
 
 Loader = ArrayLoader | ImageNetLoader
 
@@ -74,36 +81,22 @@ class _ArrayDataset(NamedTuple):
     test_labels: Tensor
 
 
+def _splits(data: CubCache | SyntheticData) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return data.train_images, data.train_labels, data.test_images, data.test_labels
+
+
 def _array_dataset(name: str, root: str | Path, synthetic: SyntheticConfig | Mapping[str, Any] | None) -> _ArrayDataset:
     if name == "cifar100":
         train, test = read_cifar100_split(root, "train"), read_cifar100_split(root, "test")
         return _ArrayDataset(dataset_spec(name), 4, False, *train, *test)
     if name == "cub200":
-        cache = load_cub_cache(root)
-        return _ArrayDataset(
-            dataset_spec(name),
-            0,
-            True,
-            cache.train_images,
-            cache.train_labels,
-            cache.test_images,
-            cache.test_labels,
-        )
+        return _ArrayDataset(dataset_spec(name), 0, True, *_splits(load_cub_cache(root)))
     if name == "synthetic":
         # 32 px follows the CIFAR path, 224 px the CUB path (stored at 256, random/center 224 crops); both
         # keep the last partial batch so small generated sets lose no step.
         config = SyntheticConfig.from_options(synthetic)
-        data = make_synthetic(config)
         padding = 4 if config.image_size == 32 else 0
-        return _ArrayDataset(
-            synthetic_spec(config),
-            padding,
-            False,
-            data.train_images,
-            data.train_labels,
-            data.test_images,
-            data.test_labels,
-        )
+        return _ArrayDataset(synthetic_spec(config), padding, False, *_splits(make_synthetic(config)))
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,17 +157,34 @@ class _ImageFiles(Dataset):
         return TF.pil_to_tensor(image), self.labels[index]
 
 
-class _EpochItems:
-    """The (index, seed) items of one rank for the loader's current epoch; the DataLoader's sampler."""
+@dataclass
+class ShardItems:
+    """One rank's (sample index, augmentation seed) items for the current epoch: the DataLoader's sampler.
 
-    def __init__(self, loader: ImageNetLoader) -> None:
-        self.loader = loader
+    It holds no reference to the loader, so dropping a loader frees its worker processes at once (a reference
+    cycle would leave them to the garbage collector, whose shutdown of persistent workers waits on timeouts).
+    """
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(self.loader.epoch_items())
+    dataset_size: int
+    train: bool
+    seed: int
+    rank: int
+    world_size: int
+    epoch: int = 0
 
     def __len__(self) -> int:
-        return self.loader.num_samples
+        if self.train:
+            return math.ceil(self.dataset_size / self.world_size)
+        return len(eval_shard(self.dataset_size, self.rank, self.world_size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if not self.train:
+            return iter([(int(i), 0) for i in eval_shard(self.dataset_size, self.rank, self.world_size)])
+        generator = epoch_generator(self.seed, self.epoch)
+        order = pad_to_multiple(torch.randperm(self.dataset_size, generator=generator), self.world_size)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=generator)  # per global position
+        mine = slice(self.rank, len(order), self.world_size)
+        return zip(order[mine].tolist(), seeds[mine].tolist(), strict=True)
 
 
 class ImageNetLoader:
@@ -189,23 +207,18 @@ class ImageNetLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         record = load_imagenet_index(data_root)["splits"][split]
-        self.train = split == "train"
-        self.dataset_size = len(record["files"])
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        self.items = ShardItems(len(record["files"]), split == "train", seed, rank, world_size)
+        self.dataset_size = self.items.dataset_size
+        self.num_samples = len(self.items)
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.num_samples = (
-            math.ceil(self.dataset_size / world_size)
-            if self.train
-            else len(eval_shard(self.dataset_size, rank, world_size))
-        )
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        dataset = _ImageFiles(imagenet_dir(data_root), record["files"], record["labels"], self.train)
+        dataset = _ImageFiles(imagenet_dir(data_root), record["files"], record["labels"], self.items.train)
         self._batches = DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=_EpochItems(self),  # any iterable of items serves as a sampler
+            sampler=self.items,  # any iterable of items serves as a sampler
             num_workers=num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0,
@@ -215,17 +228,7 @@ class ImageNetLoader:
         return math.ceil(self.num_samples / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def epoch_items(self) -> list[tuple[int, int]]:
-        """This rank's (sample index, augmentation seed) pairs for the current epoch, in batch order."""
-        if not self.train:
-            return [(int(i), 0) for i in eval_shard(self.dataset_size, self.rank, self.world_size)]
-        generator = epoch_generator(self.seed, self.epoch)
-        order = pad_to_multiple(torch.randperm(self.dataset_size, generator=generator), self.world_size)
-        seeds = torch.randint(0, 2**62, (len(order),), generator=generator)  # per global position
-        mine = slice(self.rank, len(order), self.world_size)
-        return list(zip(order[mine].tolist(), seeds[mine].tolist(), strict=True))
+        self.items.epoch = epoch
 
     def __iter__(self) -> Iterator[Batch]:
         for images, labels in self._batches:

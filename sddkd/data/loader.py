@@ -94,7 +94,7 @@ class ArrayLoader:
 
     images: uint8 [N, 3, H, W] already on the target device; labels: int64 [N] (moved to that device).
     train=True: shuffle; random crop of `crop_size` from the image zero-padded by `padding`; random flip.
-    train=False: dataset order; center crop of `crop_size` when smaller than the image, else the image itself.
+    train=False: dataset order, no padding; center crop of `crop_size` when smaller than the image.
     drop_last drops a final partial batch (CUB training); else it is kept (CIFAR: 782 steps of 64 for 50,000).
     Call set_epoch(e) before each epoch: batches are a pure function of (seed, e, rank, world_size).
     """
@@ -124,8 +124,8 @@ class ArrayLoader:
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         height, width = images.shape[-2:]
-        if crop_size > min(height, width) + 2 * padding:
-            raise ValueError(f"crop {crop_size} does not fit images {height}x{width} padded by {padding}")
+        if crop_size > min(height, width) + (2 * padding if train else 0):
+            raise ValueError(f"crop {crop_size} does not fit images {height}x{width} (train padding {padding})")
         self.images = images
         self.device = images.device
         self.labels = labels.to(self.device, torch.int64)
@@ -192,7 +192,7 @@ class ArrayLoader:
                     left[batch],
                     flip[batch],
                     size=self.crop_size,
-                    padding=self.padding,
+                    padding=self.padding if self.train else 0,  # evaluation never pads
                     index=index[batch],
                 )
             yield normalize(images, self.mean, self.std), self.labels[index[batch]]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sddkd.data.synthetic import SyntheticConfig
+from sddkd.errors import UserError
 
 DATASET_NAMES = ("cifar100", "cub200", "imagenet", "synthetic")
 
@@ -19,11 +20,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class DataMissingError(Exception):
+class DataMissingError(UserError):
     """A dataset is not where it should be; the message is one line naming the command that fixes it."""
 
 
-class DataFormatError(Exception):
+class DataFormatError(UserError):
     """Dataset files exist but are not what they should be; the message names the fix."""
 
 

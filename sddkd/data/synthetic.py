@@ -31,7 +31,7 @@ FIELD_WEIGHT = 0.8
 TEXTURE_WEIGHT = 0.8
 MAX_DISTRACTOR_WEIGHT = 1.0
 NOISE_STD = 0.8
-_CHUNK = 512  # images rendered at once; bounds float32 memory at 224 px
+_CHUNK_VALUES = 1 << 22  # float32 values per rendered chunk (16 MB per temporary): bounds memory at 224 px
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,15 @@ def _split(prototypes: Tensor, per_class: int, size: int, generator: torch.Gener
     num_classes = prototypes.shape[0]
     labels = torch.arange(num_classes * per_class) % num_classes  # interleaved: every slice is near-balanced
     images = torch.empty(len(labels), 3, size, size, dtype=torch.uint8)
-    for start in range(0, len(labels), _CHUNK):
-        chunk = labels[start : start + _CHUNK]
+    chunk_size = max(1, _CHUNK_VALUES // (3 * size * size))
+    for start in range(0, len(labels), chunk_size):
+        chunk = labels[start : start + chunk_size]
         images[start : start + len(chunk)] = _render(prototypes, chunk, size, generator)
     return images, labels
 
 
 def make_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
-    """Generate the dataset of `config` (CPU tensors); the same config always gives the same bytes."""
+    """The dataset of `config` as CPU tensors; a config always gives the same bytes (for one torch build)."""
     config = config or SyntheticConfig()
     size = STORED_SIZE[config.image_size]
     canvas = size + size // 4  # shifts of up to an eighth of the image each way
