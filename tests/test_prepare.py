@@ -158,8 +158,11 @@ def test_imagenet_is_linked_from_the_users_copy(tmp_path: Path) -> None:
     refused = prepare("imagenet", "--data-root", str(root))
     assert failed_with_one_line(refused) and "licence" in refused.output and "--from" in refused.output
 
-    tree = make_imagenet_tree(tmp_path / "ILSVRC", classes=2, per_class=1)
+    tree = make_imagenet_tree(tmp_path / "usb", classes=2, per_class=1) / "imagenet"  # {train,val}/<class>/
     result = prepare("imagenet", "--data-root", str(root), "--from", str(tree))
     assert result.exit_code == 0, result.output
     assert (root / "imagenet").resolve() == tree.resolve()
     assert "already prepared" in prepare("imagenet", "--data-root", str(root)).output
+    other = tmp_path / "other-root"  # --from may also name a folder that holds imagenet/
+    assert prepare("imagenet", "--data-root", str(other), "--from", str(tree.parent)).exit_code == 0
+    assert (other / "imagenet").resolve() == tree.resolve()

@@ -215,6 +215,8 @@ def _prepare_imagenet(root: Path, source: Path | None) -> Prepared:
     from sddkd.data.imagenet import build_imagenet_index, imagenet_index_path
 
     dest = root / FOLDERS["imagenet"]
+    if source is not None and not (source / "train").is_dir() and (source / FOLDERS["imagenet"]).is_dir():
+        source = source / FOLDERS["imagenet"]  # a data root holding imagenet/ rather than the folder itself
     same_place = source is None or (dest.exists() and source.resolve() == dest.resolve())
     if read_marker(root, "imagenet") is not None and same_place and imagenet_index_path(root).is_file():
         return Prepared("imagenet", dest, None, True)
