@@ -6,6 +6,7 @@ Heavy modules (torch and everything that imports it) are imported inside the com
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +29,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def is_worker_rank() -> bool:
+    """A rank other than 0 of a torchrun launch: it exits with the same code but leaves the talking to rank 0."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one clear sentence on stderr and a non-zero exit, never a traceback."""
+    if is_worker_rank():  # under torchrun every rank meets the same error: say it once
+        raise typer.Exit(code)
     # The message is plain text (it may name `sddkd[plots]`), never rich markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -168,6 +176,8 @@ def train_command(
         record = train(cfg, out, resume=resume, console=err_console)
     if record.get("status") != "finished":
         fail(f"run {record.get('run_name')} stopped with status {record.get('status')}", code=1)
+    if is_worker_rank():
+        return
     console.print(
         f"[bold]{record['run_name']}[/]: best top-1 {record['best_top1']:.2f}% (epoch {record['best_epoch']}), "
         f"last top-1 {record['last_top1']:.2f}%  -> {out / record['run_name']}",
