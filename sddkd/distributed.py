@@ -83,7 +83,7 @@ class DistContext:
             raise error
         kind, value = outcome[0]
         if kind == "ok":
-            return value  # type: ignore[no-any-return]
+            return value
         raise UserError(value) if kind == "user" else RuntimeError(f"rank 0 failed: {value}")
 
     def all_reduce_sum(self, tensor: Tensor) -> Tensor:
