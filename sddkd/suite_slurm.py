@@ -231,14 +231,20 @@ def submit_suite(
     for item in waiting:
         if item not in first:
             groups.setdefault(tuple(sorted(item.run.depends_on)), []).append(item)
-    for teachers, items in groups.items():
+    for teachers, group in groups.items():
         if options.cluster != "slurm":  # no dependencies there: wait for the teacher jobs here
             _wait_for(teachers, jobs, progress)
-            block_dependents(progress)
-            items = [p for p in items if p.status == "queued"]
             teachers = ()
+        block_dependents(progress)  # a teacher whose submission failed
+        items = [p for p in group if p.status == "queued"]
         dependency = sorted({job_ids[t] for t in teachers if t in job_ids})
-        for item, job in zip(items, _submit(submitit, plan, options, items, dependency, launcher)):
+        try:
+            submitted = _submit(submitit, plan, options, items, dependency, launcher)
+        except SuiteError as exc:
+            for item in items:
+                item.status, item.note = "failed", str(exc)
+            continue
+        for item, job in zip(items, submitted):
             jobs[item.run.name], job_ids[item.run.name] = job, job.job_id
             item.note = f"job {job.job_id}" + (f" after {', '.join(dependency)}" if dependency else "")
     return Submission(plan, tuple(progress.values()), jobs)
@@ -257,8 +263,12 @@ def _submit(
     )  # fmt: skip
     executor.update_parameters(**_parameters(plan, options, dependency))
     tasks = [_task(plan, item.run, options, launcher) for item in items]
-    with executor.batch():
-        jobs = [executor.submit(task) for task in tasks]
+    try:
+        with executor.batch():
+            jobs = [executor.submit(task) for task in tasks]
+    except submitit.core.utils.FailedJobError as exc:  # sbatch refused: its own message says why
+        said = [line for line in str(exc).splitlines() if line.strip()]
+        raise SuiteError(f"sbatch refused the job: {said[-1] if said else exc}; check the --slurm-* options") from None
     for item, job in zip(items, jobs):
         _write_submission(plan.run_dir(item.run), job.job_id, options.cluster)
     return jobs

@@ -80,7 +80,8 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir.mkdir()
     records.mkdir()
     scripts = {
-        "sbatch": f'n=$((100 + $(ls {records} | wc -l))); cp "$1" {records}/$n.sh; echo "Submitted batch job $n"',
+        "sbatch": f'[ -n "$FAKE_REFUSE" ] && echo "sbatch: error: $FAKE_REFUSE" >&2 && exit 1\n'
+        f'n=$((100 + $(ls {records} | wc -l))); cp "$1" {records}/$n.sh; echo "Submitted batch job $n"',
         "srun": "exit 0",
         "squeue": 'for id in $FAKE_SQUEUE; do echo "$id"; done',
     }
@@ -89,6 +90,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
     monkeypatch.setenv("FAKE_SQUEUE", "")
+    monkeypatch.setenv("FAKE_REFUSE", "")
     return records
 
 
@@ -129,6 +131,15 @@ def test_sbatch_scripts_arrays_and_teacher_dependencies(tmp_path: Path, fake_slu
     console = Console(record=True, width=200)
     assert print_submission(third, console, "smoke") == 0
     assert "sddkd suite smoke --status" in console.export_text()
+
+
+def test_a_refused_submission_fails_its_runs_and_blocks_their_students(tmp_path: Path, fake_slurm: Path, monkeypatch):
+    monkeypatch.setenv("FAKE_REFUSE", "invalid partition specified: nogpu")
+    plan = plan_suite(load_suite("smoke"), out=tmp_path / "logs")
+    submission = submit_suite(plan, SlurmOptions(partition="nogpu"))
+    assert submission.jobs == {} and [p.status for p in submission.runs] == ["failed", *["blocked"] * 4, "failed"]
+    assert "sbatch refused the job: sbatch: error: invalid partition specified: nogpu" in submission.runs[0].note
+    assert print_submission(submission, Console(record=True, width=200), "smoke") == 1
 
 
 def test_requeue_stops_the_run_and_resubmits_the_same_task(tmp_path: Path):
