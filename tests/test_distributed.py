@@ -22,10 +22,7 @@ import pytest
 import torch
 
 from sddkd.checkpoint import load_checkpoint
-from sddkd.config import load_config
 from sddkd.distributed import DistContext
-from sddkd.engine import train
-from tests import ddp_worker  # noqa: F401  (registers bn_free_net for the single-process reference)
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "ddp_worker.py"
@@ -40,9 +37,13 @@ TIMING_KEYS = ("seconds", "images_per_s")
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 80) -> subprocess.CompletedProcess[str]:
+    """The worker under torchrun with `nproc` processes; nproc=0: one plain process, no torchrun.
+
+    The worker runs in processes of its own so that bn_free_net never enters this process's model registry."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = command if nproc else [sys.executable]
     return subprocess.run(
         [*command, str(WORKER), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
     )
@@ -59,8 +60,9 @@ def metric_rows(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_ranks_interrupted_and_resumed_match_one_process(tmp_path: Path):
-    single = train(load_config(PRESET, overrides=TINY), tmp_path / "single")
-    run_name = single["run_name"]
+    single = torchrun(0, "train", "--preset", PRESET, "--out", str(tmp_path / "single"), *sets(TINY))
+    assert single.returncode == 0, single.stderr
+    run_name = "synthetic-vanilla-bn_free_net-s0"
 
     cli = ["train", "--preset", PRESET, "--out", str(tmp_path / "ddp"), *sets(TINY)]
     first = torchrun(2, "--stop-after-epoch", "1", *cli)
