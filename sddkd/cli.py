@@ -6,11 +6,12 @@ Heavy modules (torch and everything that imports it) are imported inside the com
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,8 +29,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def is_worker_rank() -> bool:
+    """A rank other than 0 of a torchrun launch: it exits with the same code but leaves the talking to rank 0."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one clear sentence on stderr and a non-zero exit, never a traceback."""
+    if is_worker_rank():  # under torchrun every rank meets the same error: say it once
+        raise typer.Exit(code)
     # The message is plain text (it may name `sddkd[plots]`), never rich markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -168,6 +176,8 @@ def train_command(
         record = train(cfg, out, resume=resume, console=err_console)
     if record.get("status") != "finished":
         fail(f"run {record.get('run_name')} stopped with status {record.get('status')}", code=1)
+    if is_worker_rank():
+        return
     console.print(
         f"[bold]{record['run_name']}[/]: best top-1 {record['best_top1']:.2f}% (epoch {record['best_epoch']}), "
         f"last top-1 {record['last_top1']:.2f}%  -> {out / record['run_name']}",
@@ -233,15 +243,67 @@ def suite_command(
         str | None, typer.Option("--dataset", help="`synthetic`: generated data of the same shape for every run.")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Train every run for N epochs.")] = None,
+    backend: Annotated[
+        Literal["local", "slurm"],
+        typer.Option(
+            "--backend",
+            help="local: child processes on this machine; slurm: SLURM job arrays via submitit (pip install 'sddkd\\[slurm]').",
+        ),
+    ] = "local",
+    slurm_partition: Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")] = None,
+    slurm_gpus_per_run: Annotated[
+        int | None,
+        typer.Option(
+            "--slurm-gpus-per-run", min=0, help="GPUs of each run (>1: DDP under torchrun; 0: CPU) (default 1)."
+        ),
+    ] = None,
+    slurm_time: Annotated[
+        str | None,
+        typer.Option(
+            "--slurm-time",
+            help="Time limit per job, e.g. 12:00:00; longer runs continue in their requeued job (default 24:00:00).",
+        ),
+    ] = None,
+    slurm_cpus_per_gpu: Annotated[
+        int | None, typer.Option("--slurm-cpus-per-gpu", min=1, help="CPUs per GPU (default 8).")
+    ] = None,
+    slurm_mem_gb: Annotated[int | None, typer.Option("--slurm-mem-gb", min=1, help="Memory per run in GB.")] = None,
+    slurm_account: Annotated[str | None, typer.Option("--slurm-account", help="SLURM account to charge.")] = None,
+    slurm_max_parallel: Annotated[
+        int | None, typer.Option("--slurm-max-parallel", min=1, help="Array tasks running at once.")
+    ] = None,
+    slurm_requeues: Annotated[
+        int | None,
+        typer.Option(
+            "--slurm-requeues", min=0, help="Requeues after a time limit (default 10); preemptions always requeue."
+        ),
+    ] = None,
+    slurm_option: Annotated[
+        list[str] | None,
+        typer.Option("--slurm-option", help="Any other sbatch option as key=value, e.g. qos=high (repeatable)."),
+    ] = None,
 ) -> None:
-    """Expand a named suite (or a suite YAML) into runs and execute them, each in its own process."""
+    """Expand a named suite (or a suite YAML) into runs and execute them, each in its own process.
+
+    With --backend slurm each run becomes a SLURM array task; students wait for the teacher runs they distil from.
+    --status reads the run directories, whatever backend ran them.
+    """
+    slurm_given: dict[str, Any] = {
+        "partition": slurm_partition, "gpus_per_run": slurm_gpus_per_run, "time": slurm_time,
+        "cpus_per_gpu": slurm_cpus_per_gpu, "mem_gb": slurm_mem_gb, "account": slurm_account,
+        "max_parallel": slurm_max_parallel, "requeues": slurm_requeues,
+        "extra": tuple(slurm_option) if slurm_option else None,
+    }  # fmt: skip
     with user_errors():
         from sddkd.suite import suite_command as run_suite_command
+        from sddkd.suite_slurm import SlurmOptions
 
+        given = {key: value for key, value in slurm_given.items() if value is not None}
+        slurm = SlurmOptions(**given) if given else None
         code = run_suite_command(
             target, console=console, dry_run=dry_run, status=status, output_format=output_format, seeds=seeds,
             only=only, out=out, devices=devices, per_device=per_device, train_teachers=train_teachers,
-            dataset=dataset, epochs=epochs,
+            dataset=dataset, epochs=epochs, backend=backend, slurm=slurm,
         )  # fmt: skip
     if code:
         raise typer.Exit(code)

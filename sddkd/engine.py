@@ -72,6 +72,8 @@ def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Pl
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {name} was asked for but CUDA is not available here; use --device cpu")
+    if name.startswith("cuda:") and local_rank is not None:
+        raise UserError(f"under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda, not {name}")
     if name == "cuda" and local_rank is not None:
         name = f"cuda:{local_rank}"
     device = torch.device(name)
@@ -142,6 +144,11 @@ def build_data(
         data.name, data.root, batch_size=global_batch // dist.world_size, device=device, seed=seed,
         rank=dist.rank, world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
     )  # fmt: skip
+    if train and train_loader.dataset_size < dist.world_size:
+        raise UserError(
+            f"{data.name} has {train_loader.dataset_size} training images, fewer than the {dist.world_size} "
+            "processes, so some would train on padding only; use fewer processes"
+        )
     if train and len(train_loader) == 0:
         raise UserError(
             f"{data.name} has too few training images for batch {global_batch} on {dist.world_size} processes "
@@ -192,6 +199,9 @@ def train_epoch(
             terms = loss_fn(student_regions, teacher_out, labels, epoch)
         total = torch.stack(list(terms.values())).sum()
         finite = torch.isfinite(total)
+        if cfg.engine.nonfinite == "skip" and dist.world_size > 1:
+            # DDP averages the gradients, so one rank's non-finite loss spoils every rank's step: all skip it.
+            finite = dist.all_reduce_sum((~finite).float()) == 0
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.engine.nonfinite == "skip":
@@ -210,11 +220,14 @@ def train_epoch(
         samples += labels.numel()
         if progress is not None:
             progress()
-        if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0 and int(nonfinite) > 0:
-            break
+        if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
+            if int(dist.all_reduce_max(nonfinite.clone())) > 0:  # every rank leaves the loop at the same step
+                break
     names = sorted(sums)
     packed = torch.stack([sums[n] for n in names] + [correct.float(), nonfinite.float()]) if names else None
     values = dist.all_reduce_sum(packed).tolist() if packed is not None else [0.0, 0.0]
+    # Under "skip" every rank counted the same (global) skipped steps; under "fail" any count ends the run.
+    skipped_steps = round(values[-1] / dist.world_size)
     global_steps, global_samples = steps * dist.world_size, samples * dist.world_size
     if cfg.engine.nonfinite == "fail" and values[-1] > 0:
         raise NonFiniteLossError(
@@ -228,7 +241,7 @@ def train_epoch(
         train_top1=100.0 * values[-2] / max(global_samples, 1),
         samples=global_samples,
         steps=steps,
-        nonfinite_steps=int(values[-1]),
+        nonfinite_steps=skipped_steps,
         seconds=time.perf_counter() - start,
     )
 
@@ -276,14 +289,17 @@ def train(
     """
     console = console or Console(stderr=True)
     dist = DistContext.from_env()
+    placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
+    dist.join(placement.device)
     paths: RunPaths = run_paths(cfg, Path(out_root))
-    state = check_run_directory(cfg, paths, resume)
+    # Rank 0 alone reads the directory and decides: other ranks reading it could already see rank 0's first writes.
+    state = dist.on_main(lambda: check_run_directory(cfg, paths, resume))
     if state == "finished":
         dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
+        dist.leave()
         return read_result(paths) or {}
-    placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
     spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every resume
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
     backbone = backbone.to(placement.device, memory_format=torch.channels_last if placement.channels_last else None)
     teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
@@ -329,10 +345,12 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 train_loader.set_epoch(epoch)
+                dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
                 steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
                 stats = train_epoch(student, teacher, loss_fn, optimizer, train_loader, placement, cfg, epoch,
                                     dist, steps_left, advance)  # fmt: skip
                 global_step += stats.steps
+                dist.sync_buffers(backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
                 out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps
                 last = epoch == cfg.optim.epochs or out_of_steps
                 test = (
@@ -362,6 +380,7 @@ def train(
         record["wall_seconds"] = time.perf_counter() - started
         if dist.is_main and paths.root.exists():
             save_record(paths, record)
+    dist.leave()
     return record
 
 
@@ -373,7 +392,7 @@ def _record_epoch(
     row: dict[str, Any] = {
         "epoch": epoch, "lr": lr, "losses": stats.losses, "train_top1": stats.train_top1,
         "images_per_s": stats.samples / max(stats.seconds, 1e-9), "seconds": stats.seconds,
-        "nonfinite_steps": stats.nonfinite_steps, "steps": stats.steps * dist.world_size,
+        "nonfinite_steps": stats.nonfinite_steps, "steps": stats.steps,
     }  # fmt: skip
     if test is not None:
         row.update(test_top1=test["top1"], test_top5=test["top5"])

@@ -18,6 +18,9 @@ Planning resolves each run with `config.load_config`, names it with `run_name` a
 `config_hash`. Teacher runs (`teachers: train`, or `--train-teachers` for teachers the store lacks) come first; their
 students get `teacher.checkpoint` = the teacher run's `checkpoints/best.pt` and wait for it.
 
+Runs execute on this machine (`suite_runner`, the default) or as SLURM job arrays (`suite_slurm`, `--backend slurm`);
+either way a run directory says what state its run is in, and `--status` reads only those.
+
 No torch import here: dry runs, status and planning stay fast.
 """
 
@@ -45,7 +48,16 @@ from sddkd.suite_runner import (
     default_store,
     run_suite,
 )
-from sddkd.suite_view import LiveStatus, plan_rows, plan_table, print_summary, status_rows, status_table
+from sddkd.suite_slurm import SlurmOptions, require_submitit, submit_suite
+from sddkd.suite_view import (
+    LiveStatus,
+    plan_rows,
+    plan_table,
+    print_submission,
+    print_summary,
+    status_rows,
+    status_table,
+)  # fmt: skip
 
 __all__ = [
     "PlannedRun", "SuiteEntry", "SuiteError", "SuiteOutcome", "SuitePlan", "SuiteSource", "SuiteSpec",
@@ -339,12 +351,23 @@ def suite_command(
     epochs: int | None = None,
     launcher: list[str] | None = None,
     store: TeacherStore | None = None,
+    backend: str = "local",
+    slurm: SlurmOptions | None = None,
 ) -> int:
-    """`sddkd suite`: plan, then print the plan (--dry-run), the runs' state (--status) or run it; the exit code."""
+    """`sddkd suite`: plan, then print the plan (--dry-run), the runs' state (--status) or run it (on this machine,
+    or submitted to SLURM with `backend="slurm"`); the exit code."""
     if output_format not in ("table", "json"):
         raise SuiteError(f"--format must be table or json, not {output_format!r}")
     if dry_run and status:
         raise SuiteError("--dry-run and --status each print something else; pass one of them")
+    if backend not in ("local", "slurm"):
+        raise SuiteError(f"--backend must be local or slurm, not {backend!r}")
+    if backend == "local" and slurm is not None:
+        raise SuiteError("the --slurm-* options apply to --backend slurm; add it or leave them out")
+    if backend == "slurm" and (devices is not None or per_device != 1):
+        raise SuiteError("--devices and --per-device apply to --backend local; on SLURM use the --slurm-* options")
+    if backend == "slurm" and not (dry_run or status):
+        require_submitit()  # before planning: a missing extra is the first thing to say
     source = load_suite(target)
     plan = plan_suite(source, out=out, seeds=seeds, only=only, dataset=dataset, epochs=epochs,
                       train_teachers=train_teachers, store=store)  # fmt: skip
@@ -355,6 +378,9 @@ def suite_command(
         else:
             console.print(plan_table(plan) if dry_run else status_table(plan))
         return 0
+    if backend == "slurm":
+        submission = submit_suite(plan, slurm or SlurmOptions(), store=store, launcher=launcher)
+        return print_submission(submission, console, target)
     with LiveStatus(console, plan) as live:
         outcome = run_suite(plan, devices=devices, per_device=per_device, launcher=launcher, store=store,
                             on_update=live.update)  # fmt: skip

@@ -215,8 +215,8 @@ def run_suite(
     launcher = tuple(launcher) if launcher else default_launcher()
     progress = {run.name: RunProgress(run) for run in plan.runs}
     for item in progress.values():
-        _take_recorded_state(plan, item, store)
-    _require_stored_teachers(plan, progress, store)
+        take_recorded_state(plan, item, store)
+    require_stored_teachers(plan, progress, store)
 
     threads = max(1, (os.cpu_count() or 1) // per_device)  # CPU children share the cores instead of oversubscribing
     running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
@@ -231,7 +231,7 @@ def run_suite(
                         del running[name]
                         load[progress[name].device] -= 1
                         _finish(plan, progress[name], proc.returncode, store)
-                _block_dependents(progress)
+                block_dependents(progress)
                 for item in _ready(progress):
                     device = min(slots, key=load.__getitem__)
                     if load[device] >= per_device:
@@ -255,7 +255,7 @@ def run_suite(
     return SuiteOutcome(plan, tuple(progress.values()), interrupted)
 
 
-def _take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore | None) -> None:
+def take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore | None) -> None:
     recorded = read_run_state(plan.run_dir(item.run), item.run.config_hash)
     if recorded.state == "finished":
         item.status, item.note = "skipped", "finished earlier"
@@ -274,7 +274,7 @@ def _take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore
         item.note = f"{recorded.state}: resume"
 
 
-def _require_stored_teachers(plan: SuitePlan, progress: dict[str, RunProgress], store: TeacherStore | None) -> None:
+def require_stored_teachers(plan: SuitePlan, progress: dict[str, RunProgress], store: TeacherStore | None) -> None:
     """Fail before starting anything when a run to do needs a teacher that is neither in the store nor planned."""
     if store is None:
         return  # no store module here: the engine reports a missing teacher itself
@@ -297,7 +297,7 @@ def _ready(progress: dict[str, RunProgress]) -> list[RunProgress]:
     return [p for p in progress.values() if p.status == "queued" and set(p.run.depends_on) <= settled]
 
 
-def _block_dependents(progress: dict[str, RunProgress]) -> None:
+def block_dependents(progress: dict[str, RunProgress]) -> None:
     for item in progress.values():
         broken = [d for d in item.run.depends_on if progress[d].status in ("failed", "blocked")]
         if item.status == "queued" and broken:
@@ -317,21 +317,32 @@ def write_resolved_config(plan: SuitePlan, run: PlannedRun) -> Path:
     return path
 
 
+def train_argv(plan: SuitePlan, run: PlannedRun, launcher: Sequence[str], cuda: bool) -> list[str]:
+    """The child command of a run, whatever the backend: train the resolved config, resuming what is there."""
+    config_path = write_resolved_config(plan, run)
+    argv = [*launcher, "train", "--preset", str(config_path), "--out", str(plan.out), "--resume"]
+    return argv + ["--device", "cuda" if cuda else "cpu"]
+
+
+def source_checkout() -> Path | None:
+    """The repository root when sddkd runs from a source checkout (children must import it too), else None."""
+    package_root = Path(__file__).resolve().parent.parent
+    return None if {"site-packages", "dist-packages"} & set(package_root.parts) else package_root
+
+
 def _launch(
     plan: SuitePlan, item: RunProgress, device: str, launcher: tuple[str, ...], threads: int
 ) -> tuple[subprocess.Popen[bytes], IO[str]]:
-    config_path = write_resolved_config(plan, item.run)
-    argv = [*launcher, "train", "--preset", str(config_path), "--out", str(plan.out), "--resume"]
-    argv += ["--device", "cpu" if device == "cpu" else "cuda"]
+    argv = train_argv(plan, item.run, launcher, cuda=device != "cpu")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
         env.setdefault("OMP_NUM_THREADS", str(threads))
     else:
         env["CUDA_VISIBLE_DEVICES"] = device
-    package_root = Path(__file__).resolve().parent.parent
-    if not {"site-packages", "dist-packages"} & set(package_root.parts):  # a source checkout: children import it too
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH")) if p)
+    checkout = source_checkout()
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), env.get("PYTHONPATH")) if p)
     item.log = plan.run_dir(item.run) / LOG_FILE
     log = item.log.open("a")
     log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} sddkd suite {plan.name}: {shlex.join(argv)}\n")
@@ -351,7 +362,7 @@ def _finish(plan: SuitePlan, item: RunProgress, returncode: int, store: TeacherS
     if returncode != 0:
         item.status = "failed"
         cause = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
-        last = _last_line(item.log)
+        last = last_line(item.log)
         item.note = f"{cause}: {last}" if last else cause
         return
     item.status = "done"
@@ -381,7 +392,7 @@ def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store:
     item.note = f"registered as teacher {cfg.data.name}/{cfg.student} ({stored})"
 
 
-def _last_line(log: Path | None) -> str:
+def last_line(log: Path | None) -> str:
     """The last line of a child's log that says something: usually the one-sentence error of a failed run."""
     if log is None or not log.is_file():
         return ""

@@ -3,8 +3,10 @@ table while it runs, and the closing summary. Rich tables for people, JSON recor
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from rich import box
@@ -12,7 +14,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from sddkd.report_data import run_state
 from sddkd.suite_runner import RunProgress, SuiteOutcome, SuitePlan, read_run_state
+from sddkd.suite_slurm import Submission, read_submission
 
 RUN_STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",
                     "blocked": "red"}  # fmt: skip
@@ -37,15 +41,21 @@ def plan_rows(plan: SuitePlan) -> list[dict[str, Any]]:
 
 
 def status_rows(plan: SuitePlan) -> list[dict[str, Any]]:
-    """Each planned run's state from its `result.json`: new, finished, conflict, incomplete, failed or running."""
+    """Each planned run's state from its run directory alone, whatever backend ran it: new, finished, conflict,
+    incomplete, failed or running. A run recorded as running on another host (a SLURM node) cannot be checked from
+    here: it counts as running until its record is stale, as in `sddkd report`."""
     rows = []
+    now, hostname = datetime.now(timezone.utc), socket.gethostname()
     for run in plan.runs:
         recorded = read_run_state(plan.run_dir(run), run.config_hash)
-        record = recorded.record
+        record, state = recorded.record, recorded.state
+        if state == "incomplete" and record.get("status") == "running" and record.get("host") != hostname:
+            state = run_state(record, now, hostname)
         rows.append({
-            "run_name": run.name, "state": recorded.state, "epochs_done": record.get("epochs_done"),
+            "run_name": run.name, "state": state, "epochs_done": record.get("epochs_done"),
             "epochs": run.config.optim.epochs, "best_top1": record.get("best_top1"),
             "last_top1": record.get("last_top1"), "updated": record.get("updated"), "error": record.get("error"),
+            "host": record.get("host"), "slurm_job": read_submission(plan.run_dir(run)).get("job_id"),
         })  # fmt: skip
     return rows
 
@@ -65,13 +75,16 @@ def plan_table(plan: SuitePlan) -> Table:
 
 def status_table(plan: SuitePlan) -> Table:
     table = _table(f"suite {plan.name} in {plan.out} (top-1 %)")
-    for column in ("run", "state", "epochs", "best", "last"):
+    rows = status_rows(plan)
+    slurm = any(row["slurm_job"] for row in rows)
+    for column in ("run", "state", "epochs", "best", "last", "host", *(["job"] if slurm else [])):
         table.add_column(column, no_wrap=True)
-    for row in status_rows(plan):
+    for row in rows:
         done = "-" if row["epochs_done"] is None else row["epochs_done"]
         state = f"[{RECORDED_STATE_STYLE[row['state']]}]{row['state']}[/]"
+        job = [str(row["slurm_job"] or "")] if slurm else []
         table.add_row(row["run_name"], state, f"{done}/{row['epochs']}", _percent(row["best_top1"]),
-                      _percent(row["last_top1"]))  # fmt: skip
+                      _percent(row["last_top1"]), row["host"] or "", *job)  # fmt: skip
     return table
 
 
@@ -126,6 +139,28 @@ def print_summary(outcome: SuiteOutcome, console: Console) -> int:
         console.print("interrupted: run the same command again to resume the unfinished runs", highlight=False)
         return 130
     return 0 if outcome.ok else 1
+
+
+SUBMISSION_STATUS = {"queued": "submitted", "running": "in queue"}  # what a RunProgress status means there
+
+
+def print_submission(submission: Submission, console: Console, target: str) -> int:
+    """The runs submitted to SLURM (with their jobs), those skipped or failed, and how to follow them; the exit code."""
+    plan = submission.plan
+    table = _table(f"suite {plan.name} on SLURM: run directories under {plan.out}")
+    for column in ("run", "status", "note"):
+        table.add_column(column, no_wrap=column != "note")
+    for item in submission.runs:
+        status = SUBMISSION_STATUS.get(item.status, item.status)
+        table.add_row(item.run.name, f"[{RUN_STATUS_STYLE[item.status]}]{status}[/]", item.note)
+    console.print(table)
+    submitted = len(submission.jobs)
+    follow = f"sddkd suite {target} --status --out {plan.out}"
+    console.print(
+        f"{submitted} runs submitted; follow them with `{follow}`; the same command resubmits what did not finish",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    return 1 if submission.failures else 0
 
 
 def _table(title: str) -> Table:

@@ -1,0 +1,113 @@
+"""One run on several processes: torchrun with gloo on the CPU gives the single-process result, rank 0 alone writes
+and prints, a run resumes under torchrun, and bad input fails every rank with one clear error.
+
+Why the weights can be compared tightly: the model here (`bn_free_net`, tests/ddp_worker.py) has no BatchNorm, so a
+rank's forward depends on its own samples only. With the global batch split evenly, DDP's mean of the ranks' mean
+gradients is the global mean gradient; the data layer gives the ranks' step-s shards whose union is the
+single-process step-s batch, with the same crops and flips. What remains is float32 summation order, about 1e-7
+relative per step, hence a tolerance of 1e-5 (abs) / 1e-4 (rel) after 8 SGD steps. With BatchNorm the two runs
+differ by design: each GPU normalises with the statistics of its own shard (plain BatchNorm, as the reference
+ImageNet recipes train), so such weights are not expected to agree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sddkd.checkpoint import load_checkpoint
+from sddkd.distributed import DistContext
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = REPO / "tests" / "ddp_worker.py"
+PRESET = "synthetic/vanilla/resnet8"
+# 4 classes x 16 = 64 training images, global batch 16: 4 steps per epoch, 8 images per rank and step.
+TINY = [
+    "student=bn_free_net", "data.synthetic.num_classes=4", "data.synthetic.train_per_class=16",
+    "data.synthetic.test_per_class=8", "optim.batch_size=16", "optim.epochs=2", "optim.lr_decay_epochs=[2]",
+    "engine.progress=false",
+]  # fmt: skip
+TIMING_KEYS = ("seconds", "images_per_s")
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 80) -> subprocess.CompletedProcess[str]:
+    """The worker under torchrun with `nproc` processes; nproc=0: one plain process, no torchrun.
+
+    The worker runs in processes of its own so that bn_free_net never enters this process's model registry."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = command if nproc else [sys.executable]
+    return subprocess.run(
+        [*command, str(WORKER), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for override in overrides for arg in ("--set", override)]
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+@pytest.mark.slow
+def test_two_ranks_interrupted_and_resumed_match_one_process(tmp_path: Path):
+    single = torchrun(0, "train", "--preset", PRESET, "--out", str(tmp_path / "single"), *sets(TINY))
+    assert single.returncode == 0, single.stderr
+    run_name = "synthetic-vanilla-bn_free_net-s0"
+
+    cli = ["train", "--preset", PRESET, "--out", str(tmp_path / "ddp"), *sets(TINY)]
+    first = torchrun(2, "--stop-after-epoch", "1", *cli)
+    assert first.returncode != 0 and "stopped with status running" in first.stderr
+    resumed = torchrun(2, *cli, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+    run_dir = tmp_path / "ddp" / run_name
+    # Only rank 0 prints: one resume line, one line per epoch, one summary.
+    assert resumed.stderr.count("Resuming") == 1 and resumed.stderr.count("epoch 2/2") == 1
+    assert resumed.stdout.count(run_name) == 1 and first.stderr.count("epoch 1/2") == 1
+    # Only rank 0 writes: one metrics line per epoch and no stray files.
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    assert files == ["checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "metrics.jsonl", "result.json"]
+    ddp_rows, single_rows = metric_rows(run_dir), metric_rows(tmp_path / "single" / run_name)
+    assert [r["epoch"] for r in ddp_rows] == [1, 2] and [r["steps"] for r in ddp_rows] == [4, 4]
+
+    ddp_weights = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    single_weights = load_checkpoint(tmp_path / "single" / run_name / "checkpoints" / "last.pt")["model"]
+    assert ddp_weights.keys() == single_weights.keys()
+    for key in single_weights:
+        torch.testing.assert_close(ddp_weights[key], single_weights[key], atol=1e-5, rtol=1e-4, msg=key)
+    one_image = 100.0 / 32  # a near-tie flipping one test image moves top-1 by this much
+    for ddp_row, single_row in zip(ddp_rows, single_rows, strict=True):
+        assert ddp_row["losses"]["ce"] == pytest.approx(single_row["losses"]["ce"], rel=1e-4)
+        for key in ("train_top1", "test_top1", "test_top5"):
+            assert ddp_row[key] == pytest.approx(single_row[key], abs=one_image), key
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "finished" and record["epochs_done"] == 2
+
+
+@pytest.mark.slow
+def test_more_ranks_than_training_images_is_one_clear_error(tmp_path: Path):
+    tiny = ["data.synthetic.num_classes=2", "data.synthetic.train_per_class=1", "optim.batch_size=3"]
+    result = torchrun(3, "train", "--preset", PRESET, "--out", str(tmp_path), *sets([*TINY, *tiny]), timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.count("error:") == 1, result.stderr
+    assert "2 training images, fewer than the 3 processes" in result.stderr and "use fewer processes" in result.stderr
+    assert not any(tmp_path.iterdir()), "nothing is written before the data is checked"
+
+
+def test_rank_seeds_differ_per_rank_and_repeat_per_epoch():
+    def draws(rank: int, epoch: int) -> torch.Tensor:
+        DistContext(rank=rank, world_size=2).seed_epoch(seed=0, epoch=epoch)
+        return torch.rand(4)
+
+    assert torch.equal(draws(0, 3), draws(0, 3))
+    assert not torch.equal(draws(0, 3), draws(1, 3)) and not torch.equal(draws(0, 3), draws(0, 4))
