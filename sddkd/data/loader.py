@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from sddkd.errors import UserError
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -146,9 +148,9 @@ class ArrayLoader:
         else:
             self.num_samples = len(eval_shard(self.dataset_size, rank, world_size))
         if train and len(self) == 0:
-            raise ValueError(
+            raise UserError(
                 f"{self.num_samples} training samples per process make no full batch of {batch_size}; "
-                "lower the batch size"
+                "lower the batch size or the number of processes"
             )
 
     def __len__(self) -> int:
