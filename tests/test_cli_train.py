@@ -34,8 +34,8 @@ def invoke(*args: str):
 )
 def test_bad_input_is_one_line_and_nothing_is_written(args, message, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke("train", *args, "--out", str(tmp_path / "logs"), "--device", "cpu") if "--device" not in args \
-        else invoke("train", *args, "--out", str(tmp_path / "logs"))  # fmt: skip
+    device = [] if "--device" in args else ["--device", "cpu"]
+    result = invoke("train", *args, *device, "--out", str(tmp_path / "logs"))
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
@@ -69,8 +69,10 @@ def test_a_tiny_run_then_eval_with_region_scales(tmp_path: Path):
     evaluated = invoke("eval", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--device", "cpu")
     assert evaluated.exit_code == 0, evaluated.output
     assert "top-1" in evaluated.output and "scale 2x2" in evaluated.output
-    again = invoke("train", "--preset", "synthetic/sdd_kd_lskd/res20_res8", "--set", "teacher.arch=resnet8",
-                   "--teacher", str(teacher_ckpt), "--M", "1,2", "--max-steps", "2", "--out", str(out), *TINY)  # fmt: skip
+    again = invoke(
+        "train", "--preset", "synthetic/sdd_kd_lskd/res20_res8", "--set", "teacher.arch=resnet8",
+        "--teacher", str(teacher_ckpt), "--M", "1,2", "--max-steps", "2", "--out", str(out), *TINY,
+    )  # fmt: skip
     assert again.exit_code == 0 and "already finished" in again.output
 
 
