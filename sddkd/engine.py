@@ -36,6 +36,7 @@ from sddkd.runs import (
     truncate_metrics,
 )  # fmt: skip
 from sddkd.scales import Scales
+from sddkd.tracking import TensorBoardLog, require_tensorboard
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
 
@@ -298,6 +299,8 @@ def train(
         dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
         dist.leave()
         return read_result(paths) or {}
+    if cfg.engine.tensorboard:
+        require_tensorboard()
     spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
@@ -335,6 +338,7 @@ def train(
                        f", top-5 {measured['top5']:.2f}%")  # fmt: skip
     if dist.is_main:
         save_record(paths, record)
+    tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
 
     started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
     try:
@@ -358,7 +362,9 @@ def train(
                     if last or epoch % cfg.engine.eval_every == 0
                     else None
                 )
-                _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
+                row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
+                if tracker is not None:
+                    tracker.log_epoch(row)
                 state_dict = {
                     "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                     "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
@@ -380,6 +386,8 @@ def train(
         record["wall_seconds"] = time.perf_counter() - started
         if dist.is_main and paths.root.exists():
             save_record(paths, record)
+        if tracker is not None:
+            tracker.close()
     dist.leave()
     return record
 
@@ -387,8 +395,8 @@ def train(
 def _record_epoch(
     record: dict[str, Any], paths: RunPaths, cfg: RunConfig, dist: DistContext, console: Console,
     epoch: int, lr: float, stats: EpochStats, test: dict[str, Any] | None, started: float,
-) -> None:  # fmt: skip
-    """Fold one epoch into the run record and the metrics log, and print its one-line summary."""
+) -> dict[str, Any]:  # fmt: skip
+    """Fold one epoch into the run record and the metrics log, print its one-line summary, return its row."""
     row: dict[str, Any] = {
         "epoch": epoch, "lr": lr, "losses": stats.losses, "train_top1": stats.train_top1,
         "images_per_s": stats.samples / max(stats.seconds, 1e-9), "seconds": stats.seconds,
@@ -410,3 +418,4 @@ def _record_epoch(
         f"epoch {epoch}/{cfg.optim.epochs} lr {lr:.4g} {losses} train {stats.train_top1:.2f}{tested} "
         f"best {record['best_top1'] or 0:.2f} ({row['images_per_s']:.0f} img/s, {stats.seconds:.1f}s){skipped}",
     )
+    return row

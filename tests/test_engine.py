@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,22 @@ def test_schedule_helpers():
     assert [lr_at(optim, e) for e in (1, 150, 151, 181, 211)] == pytest.approx([0.05, 0.05, 0.005, 5e-4, 5e-5])
     assert [distill_weight(20, e) for e in (1, 10, 20, 40)] == [0.05, 0.5, 1.0, 1.0]
     assert distill_weight(0, 1) == 1.0
+
+
+def test_tensorboard_event_files_mirror_the_metrics(tmp_path: Path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    record = train(tiny("synthetic/vanilla/resnet8", "optim.epochs=2", "engine.tensorboard=true"), tmp_path)
+    events = EventAccumulator(str(tmp_path / record["run_name"] / "tensorboard"))
+    events.Reload()
+    assert {"loss/ce", "train/top1", "test/top1", "test/top5", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("test/top1")] == [1, 2]
+    assert events.Scalars("test/top1")[-1].value == pytest.approx(record["last_top1"], rel=1e-6)
+
+
+def test_tensorboard_without_the_package_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were not installed
+    with pytest.raises(UserError, match=r"pip install 'sddkd\[tensorboard\]'"):
+        train(tiny("synthetic/vanilla/resnet8", "engine.tensorboard=true"), tmp_path)
+    assert not any(tmp_path.iterdir())
