@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -95,11 +96,11 @@ class _DistillBase(StrictModel):
     @property
     def standardize(self) -> bool:
         """LSKD: z-score the logits before the temperature softmax."""
-        return self.name.endswith("_lskd")  # type: ignore[attr-defined, no-any-return]
+        return self.name.endswith("_lskd")  # type: ignore[attr-defined]
 
     @property
     def multi_scale(self) -> bool:
-        return self.name.startswith("sdd_")  # type: ignore[attr-defined, no-any-return]
+        return self.name.startswith("sdd_")  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _single_scale_methods_use_global_logits(self) -> _DistillBase:
@@ -318,9 +319,9 @@ def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
 def load_config(
     preset: str,
     *,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     scales: str | None = None,
-    dataset: str | None = None,  # type: ignore[assignment]
+    dataset: str | None = None,
 ) -> RunConfig:
     """Preset → raw dict → CLI shortcuts and `--set` overrides → validated RunConfig."""
     path = resolve_preset(preset)

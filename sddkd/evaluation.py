@@ -61,4 +61,4 @@ def _data_config(run_cfg: RunConfig | None, dataset: str | None, data_root: Path
         raise UserError(f"{path} carries no config; name its data with --dataset cifar100|cub200|imagenet")
     if dataset == "synthetic":
         raise UserError("--dataset synthetic needs the generating options: evaluate a checkpoint trained on it instead")
-    return DataConfig(name=dataset, root=str(data_root or "data"))  # type: ignore[arg-type]
+    return DataConfig(name=dataset, root=str(data_root or "data"))

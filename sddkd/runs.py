@@ -54,7 +54,7 @@ def run_paths(cfg: RunConfig, out_root: Path) -> RunPaths:
 
 def read_result(paths: RunPaths) -> dict[str, Any] | None:
     try:
-        return json.loads(paths.result.read_text())  # type: ignore[no-any-return]
+        return json.loads(paths.result.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
