@@ -13,6 +13,7 @@ After a warm-up the loops alternate for `--rounds` rounds of `--steps` steps; ea
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -61,6 +62,10 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return
+        try:  # glibc: hand freed heap pages back, so the start RSS is live memory only
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
         try:  # Linux: writing 5 resets the peak RSS (VmHWM), so each loop's peak is its own
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")

@@ -81,7 +81,8 @@ def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Pl
         torch.backends.cudnn.benchmark = True
     on_cuda = device.type == "cuda"
     amp = {"auto": torch.bfloat16 if on_cuda else None, "bf16": torch.bfloat16, "off": None}[engine.amp]
-    channels_last = on_cuda if engine.channels_last is None else engine.channels_last
+    # NHWC is what cuDNN's tensor-core kernels and oneDNN's CPU kernels prefer (no layout reorders per call).
+    channels_last = device.type in ("cuda", "cpu") if engine.channels_last is None else engine.channels_last
     return Placement(device, amp, channels_last)
 
 
