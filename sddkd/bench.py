@@ -210,11 +210,13 @@ class BaselineLoop:
         teacher = create_model(cfg.teacher.arch, num_classes=num_classes).eval()
         distiller: nn.Module = ReferenceDistiller(student, teacher, cfg).to(device)
         if device.type == "cuda":
-            distiller = nn.DataParallel(distiller)  # the reference trainers wrap even a single GPU
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            distiller = nn.DataParallel(distiller, device_ids=[index])  # the references wrap even a single GPU
         self.distiller, self.student = distiller, student
         self.optimizer = torch.optim.SGD(
             student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay, foreach=False,  # the per-parameter loop of older torch
+            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+            foreach=False,  # the per-parameter loop of older torch
         )  # fmt: skip
         self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self.loader)
         self.loss_meter: list[float] = []

@@ -81,6 +81,8 @@ class TrainStep:
         return weighted, correct
 
     def __call__(self, images: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # Drop the last step's gradients before the forward, so no output of a previous CUDA-graph replay is alive.
+        self.optimizer.zero_grad(set_to_none=True)
         if self.compiled is not None and images.shape[0] == self.batch_size:
             if self.on_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
@@ -89,7 +91,6 @@ class TrainStep:
             weighted, correct = self.forward_loss(images, labels, weights)
         total = weighted.sum()
         finite = torch.isfinite(total)
-        self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.skip_nonfinite:
             # Drop the whole gradient of a non-finite step, decided on the device (no host sync).
