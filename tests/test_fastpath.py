@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from sddkd.bench import app as bench_app
 from sddkd.bench import reference_sdd_kd_loss
 from sddkd.config import load_config
+from sddkd.data import ArrayLoader
 from sddkd.distill import RegionModel, make_loss_fn, teacher_regions
 from sddkd.distributed import DistContext
 from sddkd.engine import make_train_step, prepare_teacher, resolve_placement
-from sddkd.fastpath import FoldedModel, fold_batchnorm, make_optimizer
+from sddkd.fastpath import FoldedModel, TrainStep, fold_batchnorm, make_optimizer
 from sddkd.losses import sdd_kd_loss
 from sddkd.models import create_model, list_models, region_logits
 
@@ -106,12 +107,12 @@ def test_loss_fn_is_its_epoch_weights_times_its_terms():
     assert all(torch.equal(weighted[n], loss_fn.weights(2)[n] * terms[n]) for n in loss_fn.names)
 
 
-def _run_steps(compile: bool, batches: list[tuple[Tensor, Tensor]], device: str = "cpu") -> tuple[list, Tensor, Tensor]:
-    """The step's outputs on `batches` (fp32), and the student's weights as one vector before and after."""
+def _make_step(compile: bool, device: str, amp: str = "off") -> tuple[TrainStep, nn.Module]:
+    """The engine's step for resnet8 -> resnet8 at M = 1,2,4, batch 8, as `train` builds it; and the student."""
     cfg = load_config(
         PRESET, scales="1,2,4",
         overrides=[f"engine.device={device}", f"engine.compile={str(compile).lower()}", "optim.batch_size=8",
-                   "engine.amp='off'", "teacher.arch=resnet8", f"data.synthetic.num_classes={NUM_CLASSES}"],
+                   f"engine.amp='{amp}'", "teacher.arch=resnet8", f"data.synthetic.num_classes={NUM_CLASSES}"],
     )  # fmt: skip
     placement = resolve_placement(cfg.engine)
     torch.manual_seed(0)
@@ -119,12 +120,18 @@ def _run_steps(compile: bool, batches: list[tuple[Tensor, Tensor]], device: str 
     backbone = create_model("resnet8", num_classes=NUM_CLASSES).to(placement.device)
     if placement.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    initial = torch.cat([p.detach().flatten() for p in backbone.parameters()])
     optimizer = make_optimizer(backbone, cfg.optim, placement.device)
     step = make_train_step(cfg, RegionModel(backbone, cfg.scales), teacher, optimizer, placement, DistContext())
     step.student.train()
-    weights = step.term_weights(1)
-    outputs = [step(images.to(placement.device), labels.to(placement.device), weights) for images, labels in batches]
+    return step, backbone
+
+
+def _run_steps(compile: bool, batches: list[tuple[Tensor, Tensor]], device: str = "cpu") -> tuple[list, Tensor, Tensor]:
+    """The step's outputs on `batches` (fp32), and the student's weights as one vector before and after."""
+    step, backbone = _make_step(compile, device)
+    initial = torch.cat([p.detach().flatten() for p in backbone.parameters()])
+    weights, device = step.term_weights(1), step.placement.device
+    outputs = [step(images.to(device), labels.to(device), weights) for images, labels in batches]
     return outputs, initial, torch.cat([p.detach().flatten() for p in backbone.parameters()])
 
 
@@ -170,3 +177,25 @@ def test_bench_prints_one_json_object():
         assert report[loop]["images_per_s"] > 0 and report[loop]["ms_per_step"] > 0
     assert report["ratio"] == pytest.approx(report["engine"]["images_per_s"] / report["baseline"]["images_per_s"])
     assert report["settings"]["M"] == "1,2,4" and report["settings"]["batch_size"] == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_engine_step_never_waits_for_the_gpu():
+    """Loader batches and eager bf16 steps under CUDA's sync debug mode: any host synchronisation raises."""
+    step, _ = _make_step(False, "cuda", amp="auto")
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, device="cuda")
+    loader = ArrayLoader(images, torch.arange(64) % NUM_CLASSES, batch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3,
+                         train=True, crop_size=32, padding=4)  # fmt: skip
+    weights = step.term_weights(1)
+    sums = torch.zeros(len(step.loss_fn.names), device="cuda")
+    step(*next(iter(loader)), weights)  # warm-up: cuDNN autotuning may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for images, labels in loader:
+            terms, _, _ = step(images, labels, weights)
+            sums += terms
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(sums).all()
