@@ -8,8 +8,6 @@ literally `sdd_kd_lskd` at M = (1,).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,7 +35,6 @@ class RegionModel(nn.Module):
 
 
 Method = VanillaMethod | KDMethod | DKDMethod
-LossFn = Callable[[Tensor, Tensor | None, Tensor, int], dict[str, Tensor]]
 
 
 def distill_weight(warmup_epochs: int, epoch: int) -> float:
@@ -45,37 +42,54 @@ def distill_weight(warmup_epochs: int, epoch: int) -> float:
     return min(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
 
 
-def make_loss_fn(method: Method) -> LossFn:
-    """Return `loss_fn(student_regions, teacher_regions, labels, epoch) -> {"ce": ..., "kd"|"dkd": ...}`.
+class LossFn:
+    """`loss_fn(student_regions, teacher_regions, labels, epoch) -> {"ce": ..., "kd"|"dkd": ...}`, weighted.
 
     Inputs are region logits `[B, K, N]` (any dtype; the losses compute in float32) and labels `[B]`. The terms are
-    already weighted, so the engine's objective is their plain sum.
+    already weighted, so the engine's objective is their plain sum. The call is `weights(epoch)` times `terms(...)`:
+    the engine's fast path passes the per-epoch weights as a tensor, so a compiled step never depends on the epoch.
     """
-    if isinstance(method, VanillaMethod):
-        ce_weight = method.ce_weight
 
-        def vanilla_terms(student: Tensor, teacher: Tensor | None, labels: Tensor, epoch: int) -> dict[str, Tensor]:
-            return {"ce": ce_weight * F.cross_entropy(student[:, :, 0].float(), labels)}
+    def __init__(self, method: Method):
+        self.method = method
+        self.names: tuple[str, ...] = ("ce",) if isinstance(method, VanillaMethod) else (
+            "ce", "dkd" if isinstance(method, DKDMethod) else "kd",
+        )  # fmt: skip
 
-        return vanilla_terms
+    def weights(self, epoch: int) -> dict[str, float]:
+        """The multiplier of each term in the 1-based `epoch` (the distillation term ramps up over the warm-up)."""
+        method = self.method
+        if isinstance(method, VanillaMethod):
+            return {"ce": method.ce_weight}
+        return {"ce": method.ce_weight, self.names[1]: distill_weight(method.warmup, epoch) * method.kd_weight}
 
-    def distill_terms(student: Tensor, teacher: Tensor | None, labels: Tensor, epoch: int) -> dict[str, Tensor]:
+    def terms(self, student: Tensor, teacher: Tensor | None, labels: Tensor) -> dict[str, Tensor]:
+        """The unweighted terms, in the order of `names`: float32 scalars."""
+        method = self.method
+        ce = F.cross_entropy(student[:, :, 0].float(), labels)
+        if isinstance(method, VanillaMethod):
+            return {"ce": ce}
         assert teacher is not None, "distillation needs teacher region logits"
-        ce = method.ce_weight * F.cross_entropy(student[:, :, 0].float(), labels)
-        weight = distill_weight(method.warmup, epoch) * method.kd_weight
         if isinstance(method, DKDMethod):
             dkd = sdd_dkd_loss(
                 student, teacher, labels, method.alpha, method.beta, method.temperature,
                 complementary_weight=method.complementary_weight, standardize=method.standardize,
             )  # fmt: skip
-            return {"ce": ce, "dkd": weight * dkd}
+            return {"ce": ce, "dkd": dkd}
         kd = sdd_kd_loss(
             student, teacher, labels, method.temperature,
             complementary_weight=method.complementary_weight, standardize=method.standardize,
         )  # fmt: skip
-        return {"ce": ce, "kd": weight * kd}
+        return {"ce": ce, "kd": kd}
 
-    return distill_terms
+    def __call__(self, student: Tensor, teacher: Tensor | None, labels: Tensor, epoch: int) -> dict[str, Tensor]:
+        weights = self.weights(epoch)
+        return {name: weights[name] * value for name, value in self.terms(student, teacher, labels).items()}
+
+
+def make_loss_fn(method: Method) -> LossFn:
+    """The loss of `method`: see `LossFn`."""
+    return LossFn(method)
 
 
 def teacher_regions(teacher: nn.Module, images: Tensor, scales: Scales) -> Tensor:

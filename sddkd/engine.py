@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from sddkd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sddkd.config import DataConfig, EngineConfig, OptimConfig, RunConfig, config_hash
-from sddkd.distill import RegionModel, make_loss_fn, teacher_regions
+from sddkd.distill import RegionModel, make_loss_fn
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
+from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
 from sddkd.models import create_model, region_logits
 from sddkd.runs import (
     RunPaths,
@@ -83,7 +84,8 @@ def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Pl
         torch.backends.cudnn.benchmark = True
     on_cuda = device.type == "cuda"
     amp = {"auto": torch.bfloat16 if on_cuda else None, "bf16": torch.bfloat16, "off": None}[engine.amp]
-    channels_last = on_cuda if engine.channels_last is None else engine.channels_last
+    # NHWC is what cuDNN's tensor-core kernels and oneDNN's CPU kernels prefer (no layout reorders per call).
+    channels_last = device.type in ("cuda", "cpu") if engine.channels_last is None else engine.channels_last
     return Placement(device, amp, channels_last)
 
 
@@ -169,12 +171,8 @@ class EpochStats:
 
 
 def train_epoch(
-    student: nn.Module,
-    teacher: nn.Module | None,
-    loss_fn: Any,
-    optimizer: torch.optim.Optimizer,
+    step: TrainStep,
     loader: Any,
-    placement: Placement,
     cfg: RunConfig,
     epoch: int,
     dist: DistContext,
@@ -182,10 +180,11 @@ def train_epoch(
     progress: Any = None,
 ) -> EpochStats:
     """One pass over the training data; at most `max_steps` optimizer steps."""
-    student.train()
-    device, scales = placement.device, cfg.scales
-    params = [p for p in student.parameters() if p.requires_grad]
-    sums: dict[str, Tensor] = {}
+    step.student.train()
+    device = step.placement.device
+    names = step.loss_fn.names
+    weights = step.term_weights(epoch)  # [T] this epoch's loss weights
+    sums = torch.zeros(len(names), device=device)  # [T] weighted loss terms summed over steps
     correct = torch.zeros((), device=device)
     nonfinite = torch.zeros((), device=device, dtype=torch.int64)
     steps = samples = 0
@@ -193,30 +192,10 @@ def train_epoch(
     for images, labels in loader:
         if max_steps is not None and steps >= max_steps:
             break
-        images = placement.images(images)
-        with placement.autocast():
-            student_regions = student(images)  # [B, K, N]
-            teacher_out = teacher_regions(teacher, images, scales) if teacher is not None else None
-            terms = loss_fn(student_regions, teacher_out, labels, epoch)
-        total = torch.stack(list(terms.values())).sum()
-        finite = torch.isfinite(total)
-        if cfg.engine.nonfinite == "skip" and dist.world_size > 1:
-            # DDP averages the gradients, so one rank's non-finite loss spoils every rank's step: all skip it.
-            finite = dist.all_reduce_sum((~finite).float()) == 0
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.engine.nonfinite == "skip":
-            # Drop the whole gradient of a non-finite step, decided on the device (no host sync).
-            for p in params:
-                if p.grad is not None:
-                    p.grad.masked_fill_(~finite, 0.0)
-        if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip, foreach=device.type == "cuda" or None)
-        optimizer.step()
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0) + value.detach().float()
+        terms, finite, batch_correct = step(images, labels, weights)
+        sums += terms
         nonfinite += (~finite).long()
-        correct += (student_regions[:, :, 0].argmax(dim=1) == labels).sum()
+        correct += batch_correct
         steps += 1
         samples += labels.numel()
         if progress is not None:
@@ -224,9 +203,7 @@ def train_epoch(
         if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
             if int(dist.all_reduce_max(nonfinite.clone())) > 0:  # every rank leaves the loop at the same step
                 break
-    names = sorted(sums)
-    packed = torch.stack([sums[n] for n in names] + [correct.float(), nonfinite.float()]) if names else None
-    values = dist.all_reduce_sum(packed).tolist() if packed is not None else [0.0, 0.0]
+    values = dist.all_reduce_sum(torch.cat([sums, torch.stack([correct.float(), nonfinite.float()])])).tolist()
     # Under "skip" every rank counted the same (global) skipped steps; under "fail" any count ends the run.
     skipped_steps = round(values[-1] / dist.world_size)
     global_steps, global_samples = steps * dist.world_size, samples * dist.world_size
@@ -269,10 +246,27 @@ def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Mo
     if path is None:
         raise UserError(teachers.missing_teacher_message(dataset, arch))
     teacher, info = teachers.load_teacher(path, arch, spec.model_dataset, spec.num_classes)
-    teacher = teacher.to(placement.device)
+    return prepare_teacher(teacher, placement), info
+
+
+def prepare_teacher(teacher: nn.Module, placement: Placement) -> nn.Module:
+    """The frozen teacher on the device: eval mode, no gradients, BatchNorm folded into its convolutions."""
+    teacher = fold_batchnorm(teacher.eval()).to(placement.device)
     if placement.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher.eval().requires_grad_(False), info
+    return teacher.eval().requires_grad_(False)
+
+
+def make_train_step(
+    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
+    placement: Placement, dist: DistContext,
+) -> TrainStep:  # fmt: skip
+    """The run's optimizer step (compiled when `engine.compile`); built once, reused by every epoch."""
+    return TrainStep(
+        student, teacher, make_loss_fn(cfg.method), optimizer, placement, scales=cfg.scales,
+        batch_size=cfg.optim.batch_size // dist.world_size, nonfinite=cfg.engine.nonfinite,
+        grad_clip=cfg.optim.grad_clip, compile=cfg.engine.compile, dist=dist,
+    )  # fmt: skip
 
 
 def train(
@@ -307,11 +301,8 @@ def train(
     backbone = backbone.to(placement.device, memory_format=torch.channels_last if placement.channels_last else None)
     teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
     student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
-    optimizer = torch.optim.SGD(
-        backbone.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
-    )  # fmt: skip
-    loss_fn = make_loss_fn(cfg.method)
+    optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+    step = make_train_step(cfg, student, teacher, optimizer, placement, dist)
 
     record, start_epoch, global_step = new_record(cfg, paths), 1, 0
     if state == "resume":
@@ -351,8 +342,7 @@ def train(
                 train_loader.set_epoch(epoch)
                 dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
                 steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
-                stats = train_epoch(student, teacher, loss_fn, optimizer, train_loader, placement, cfg, epoch,
-                                    dist, steps_left, advance)  # fmt: skip
+                stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance)
                 global_step += stats.steps
                 dist.sync_buffers(backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
                 out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps

@@ -1,0 +1,359 @@
+"""Training throughput of the engine against a loop written the way the reference trainers work.
+
+    python -m sddkd.bench --device cpu --steps 20              # prints one JSON object
+
+Both loops train the preset's pair (default resnet32x4 -> resnet8x4, SDD-KD-LSKD at M = 1,2,4, batch 64) from
+untrained weights on generated CIFAR-shaped data (100 classes), in one process, on the same device:
+(a) engine: the engine's own `train_epoch` and `TrainStep` with its GPU-resident loader (what `sddkd train` runs);
+(b) baseline: torchvision PIL transforms in a DataLoader with workers, fp32, `.item()` / `.cpu()` every step and a
+    Python loop over the batch to build the SDD masks, as the reference trainers (RepDistiller / mdistiller / the
+    SDD fork) do. It computes the same loss as (a) (tests/test_fastpath.py checks it).
+After a warm-up the loops alternate for `--rounds` rounds of `--steps` steps; each figure is the median round.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+import torch
+import torch.nn.functional as F
+import typer
+from torch import Tensor, nn
+
+from sddkd.config import KDMethod, RunConfig, load_config
+from sddkd.distill import RegionModel, distill_weight
+from sddkd.distributed import DistContext
+from sddkd.engine import (
+    Placement,
+    build_data,
+    evaluate,
+    make_train_step,
+    prepare_teacher,
+    resolve_placement,
+    train_epoch,
+)
+from sddkd.fastpath import make_optimizer
+from sddkd.models import create_model, region_logits
+
+CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES, EPOCHS = 50_000, 10_000, 240
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: CUDA's allocator peak, else the process's peak resident memory above its level at the start
+
+
+class PeakMemory:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "max RSS growth of this process"
+        self.start_mb = 0.0
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:  # glibc: hand freed heap pages back, so the start RSS is live memory only
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        try:  # Linux: writing 5 resets the peak RSS (VmHWM), so each loop's peak is its own
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            self.kind = "max RSS growth over the whole process (peak not resettable here)"
+        self.start_mb = _rss_mb("VmRSS")
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return max(_rss_mb("VmHWM") - self.start_mb, 0.0)
+
+
+def _rss_mb(field: str) -> float:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (a) the engine
+
+
+class EngineLoop:
+    """The run as `sddkd train` builds it, timed through the engine's own `train_epoch`."""
+
+    def __init__(self, cfg: RunConfig, placement: Placement):
+        self.cfg, self.placement, self.dist = cfg, placement, DistContext()
+        device = placement.device
+        _, self.train_loader, self.test_loader = build_data(cfg.data, cfg.optim.batch_size, device, cfg.seed, self.dist)
+        torch.manual_seed(cfg.seed)
+        num_classes = cfg.data.num_classes
+        self.backbone = create_model(cfg.student, num_classes=num_classes).to(device)
+        if placement.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        assert cfg.teacher is not None
+        self.teacher = prepare_teacher(create_model(cfg.teacher.arch, num_classes=num_classes), placement)
+        student = RegionModel(self.backbone, cfg.scales)
+        optimizer = make_optimizer(self.backbone, cfg.optim, device)
+        self.step = make_train_step(cfg, student, self.teacher, optimizer, placement, self.dist)
+
+    def run(self, steps: int) -> float:
+        """Seconds for `steps` optimizer steps (the epoch's end syncs the device)."""
+        self.train_loader.set_epoch(1)
+        return train_epoch(self.step, self.train_loader, self.cfg, 1, self.dist, steps).seconds
+
+    def evaluation_images_per_s(self) -> float:
+        evaluate(self.backbone, self.test_loader, self.placement, self.dist)  # warm-up
+        start = time.perf_counter()
+        evaluate(self.backbone, self.test_loader, self.placement, self.dist)
+        return self.test_loader.dataset_size / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# (b) the reference-style baseline: deliberately written the way the reference trainers are, not optimized
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """uint8 [N, 3, H, W] arrays served as PIL images through torchvision transforms, like torchvision's CIFAR100."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Any], Tensor]):
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()  # [N, H, W, 3] as the CIFAR pickles
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def reference_sdd_kd_loss(student: Tensor, teacher: Tensor, target: Tensor, temperature: float, beta: float) -> Tensor:
+    """SDD-KD-LSKD as the fork writes it: z-scored KD per (sample, region) row, masks built sample by sample."""
+    batch, classes, regions = student.shape
+    rows_s = student.permute(0, 2, 1).reshape(batch * regions, classes)  # [B*N, K], sample-major
+    rows_t = teacher.permute(0, 2, 1).reshape(batch * regions, classes)
+    rows_s = (rows_s - rows_s.mean(1, keepdim=True)) / (rows_s.std(1, keepdim=True) + 1e-7)
+    rows_t = (rows_t - rows_t.mean(1, keepdim=True)) / (rows_t.std(1, keepdim=True) + 1e-7)
+    log_p = F.log_softmax(rows_s / temperature, dim=1)
+    log_q = F.log_softmax(rows_t / temperature, dim=1)
+    loss = (log_q.exp() * (log_q - log_p)).sum(1) * temperature**2  # [B*N]
+    teacher_pred = teacher.argmax(dim=1)  # [B, N]
+    weights = torch.ones(batch, regions, device=student.device)
+    for i in range(batch):  # the per-sample loop: each row's consistent / complementary regions
+        region_right = teacher_pred[i] == target[i]  # [N]
+        complementary = region_right != region_right[0]
+        weights[i, complementary] = beta  # boolean-mask assignment: a host sync per sample on CUDA
+    return (weights.reshape(-1) * loss).sum() / (batch * regions)
+
+
+class ReferenceDistiller(nn.Module):
+    """mdistiller's layout: one module holding student and teacher, forward(images, target) -> (logits, losses)."""
+
+    def __init__(self, student: Any, teacher: Any, cfg: RunConfig):
+        super().__init__()
+        assert isinstance(cfg.method, KDMethod), "the baseline is written for the KD family (SDD-KD-LSKD)"
+        self.student, self.teacher, self.method, self.scales = student, teacher, cfg.method, cfg.scales
+
+    def forward(self, images: Tensor, target: Tensor, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        method = self.method
+        # Every scale pooled directly from the feature map, as the SDD code's spatial pyramid pooling does.
+        patch_s = region_logits(self.student, self.student.forward_features(images), self.scales, shortcut=False)
+        with torch.no_grad():
+            patch_t = region_logits(self.teacher, self.teacher.forward_features(images), self.scales, shortcut=False)
+        loss_ce = method.ce_weight * F.cross_entropy(patch_s[:, :, 0], target)
+        kd = reference_sdd_kd_loss(patch_s, patch_t, target, method.temperature, method.complementary_weight)
+        loss_kd = distill_weight(method.warmup, epoch) * method.kd_weight * kd
+        return patch_s[:, :, 0], {"loss_ce": loss_ce, "loss_kd": loss_kd}
+
+
+class BaselineLoop:
+    def __init__(self, cfg: RunConfig, device: torch.device, workers: int, batches: int):
+        from torchvision import transforms
+
+        from sddkd.data import SyntheticConfig, make_synthetic, synthetic_spec
+
+        self.cfg, self.device = cfg, device
+        synthetic = SyntheticConfig.from_options(cfg.data.synthetic.model_dump())  # type: ignore[union-attr]
+        spec, data = synthetic_spec(synthetic), make_synthetic(synthetic)
+        transform = transforms.Compose([
+            transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ])  # fmt: skip
+        dataset = PILDataset(data.train_images, data.train_labels, transform)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.optim.batch_size, shuffle=True, num_workers=workers,
+            pin_memory=device.type == "cuda",
+        )  # fmt: skip
+        assert len(self.loader) >= batches, "the baseline's dataset holds every batch it will time"
+        torch.manual_seed(cfg.seed)
+        num_classes = cfg.data.num_classes
+        assert cfg.teacher is not None
+        student = create_model(cfg.student, num_classes=num_classes)
+        teacher = create_model(cfg.teacher.arch, num_classes=num_classes).eval()
+        distiller: nn.Module = ReferenceDistiller(student, teacher, cfg).to(device)
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            distiller = nn.DataParallel(distiller, device_ids=[index])  # the references wrap even a single GPU
+        self.distiller, self.student = distiller, student
+        self.optimizer = torch.optim.SGD(
+            student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+            foreach=False,  # the per-parameter loop of older torch
+        )  # fmt: skip
+        self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self.loader)
+        self.loss_meter: list[float] = []
+        self.correct = 0
+
+    def run(self, steps: int) -> float:
+        student = self.student.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            images, target = next(self.batches)
+            images, target = images.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+            logits, losses = self.distiller(images, target, 1)
+            loss = sum(losses.values())
+            self.optimizer.zero_grad()
+            loss.backward()
+            if self.cfg.optim.grad_clip is not None:
+                nn.utils.clip_grad_norm_(student.parameters(), self.cfg.optim.grad_clip, foreach=False)
+            self.optimizer.step()
+            self.loss_meter.append(loss.item())  # host syncs every step, as the meters of the references do
+            self.correct += int((logits.argmax(1) == target).sum().cpu())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bench_config(
+    pair: str, scales: str, batch_size: int, device: str, compile: bool, amp: str, channels_last: bool | None,
+    train_images: int, test_images: int,
+) -> RunConfig:  # fmt: skip
+    """The preset of `pair` on generated data of CIFAR-100's shape with the given sizes and engine settings."""
+    num_classes = 100
+    overrides = [
+        f"optim.batch_size={batch_size}", f"engine.device={device}", f"engine.compile={str(compile).lower()}",
+        f"engine.amp='{amp}'", "engine.progress=false", f"data.synthetic.num_classes={num_classes}",
+        f"data.synthetic.train_per_class={math.ceil(train_images / num_classes)}",
+        f"data.synthetic.test_per_class={math.ceil(test_images / num_classes)}",
+    ]  # fmt: skip
+    if channels_last is not None:
+        overrides.append(f"engine.channels_last={str(channels_last).lower()}")
+    preset = pair if "/" in pair else f"sdd_kd_lskd/{pair}"
+    return load_config(preset, scales=scales, dataset="synthetic", overrides=overrides)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def run_bench(
+    device: str = "auto", steps: int = 30, batch_size: int = 64, pair: str = "res32x4_res8x4", scales: str = "1,2,4",
+    compile: bool = True, amp: str = "auto", channels_last: bool | None = None, warmup: int = 5, rounds: int = 3,
+    workers: int | None = None, baseline: bool = True, measure_eval: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Warm up, then alternate engine and baseline rounds; return the figures `python -m sddkd.bench` prints."""
+    batches = warmup + rounds * steps  # the baseline's loader runs through them once
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    cfg = bench_config(pair, scales, batch_size, device, compile, amp, channels_last, batches * batch_size,
+                       steps * batch_size)  # fmt: skip
+    placement = resolve_placement(cfg.engine)
+    memory = PeakMemory(placement.device)
+    engine = EngineLoop(cfg, placement)
+    reference = BaselineLoop(cfg, placement.device, workers, batches) if baseline else None
+    engine.run(warmup)
+    if reference is not None:
+        reference.run(warmup)
+    times: dict[str, list[float]] = {"engine": [], "baseline": []}
+    peaks: dict[str, float] = {"engine": 0.0, "baseline": 0.0}
+    for _ in range(rounds):
+        for name, loop in (("engine", engine), ("baseline", reference)):
+            if loop is None:
+                continue
+            memory.reset()
+            times[name].append(loop.run(steps))
+            peaks[name] = max(peaks[name], memory.peak_mb())
+    result: dict[str, Any] = {"device": _device_name(placement.device)}
+    for name, seconds in times.items():
+        if seconds:
+            per_step = statistics.median(seconds) / steps
+            result[name] = {"images_per_s": batch_size / per_step, "ms_per_step": 1000 * per_step,
+                            "peak_memory_mb": peaks[name]}  # fmt: skip
+    result["ratio"] = result["engine"]["images_per_s"] / result["baseline"]["images_per_s"] if baseline else None
+    steps_per_epoch = math.ceil(CIFAR_TRAIN_IMAGES / batch_size)
+    epoch_seconds = steps_per_epoch * result["engine"]["ms_per_step"] / 1000
+    if measure_eval:
+        eval_images_per_s = engine.evaluation_images_per_s()
+        result["evaluation_images_per_s"] = eval_images_per_s
+        epoch_seconds += CIFAR_TEST_IMAGES / eval_images_per_s
+    result["estimated_240_epoch_minutes"] = EPOCHS * epoch_seconds / 60
+    result["estimate"] = (
+        f"engine ms/step x {steps_per_epoch} steps" + (" + evaluation of 10,000 images" if measure_eval else "")
+        + f", x {EPOCHS} epochs"
+    )  # fmt: skip
+    result["peak_memory"] = memory.kind + ("; the baseline's loader workers not counted" if baseline else "")
+    result["settings"] = {
+        "pair": pair, "M": scales, "batch_size": batch_size, "steps": steps, "rounds": rounds, "warmup": warmup,
+        "compile": cfg.engine.compile, "amp": str(placement.amp_dtype).replace("torch.", "") if placement.amp_dtype
+        else "fp32", "channels_last": placement.channels_last, "baseline_workers": workers,
+    }  # fmt: skip
+    return result
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per timed round.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 64,
+    pair: Annotated[str, typer.Option(help="Teacher_student pair of an sdd_kd_lskd preset, or a preset name.")] = (
+        "res32x4_res8x4"
+    ),
+    M: Annotated[str, typer.Option("--M", help="SDD scales, e.g. 1,2,4.")] = "1,2,4",
+    compile: Annotated[bool, typer.Option(help="torch.compile the engine's step.")] = True,
+    amp: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) or bf16.")] = "auto",
+    channels_last: Annotated[bool | None, typer.Option(help="Engine memory format (default: the engine's).")] = None,
+    warmup: Annotated[int, typer.Option(min=1, help="Untimed steps of each loop first.")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating timed rounds; the median is reported.")] = 3,
+    workers: Annotated[int | None, typer.Option(help="Baseline DataLoader workers (default min(8, CPUs)).")] = None,
+    baseline: Annotated[bool, typer.Option(help="Also time the reference-style baseline.")] = True,
+    evaluation: Annotated[bool, typer.Option("--eval/--no-eval", help="Time the evaluation pass too.")] = True,
+) -> None:
+    """Time the engine's training step against the reference-style loop; print one JSON object."""
+    result = run_bench(device, steps, batch_size, pair, M, compile, amp, channels_last, warmup, rounds, workers,
+                       baseline, evaluation)  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app()
