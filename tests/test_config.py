@@ -120,3 +120,8 @@ def test_apply_override_parses_yaml_values():
     apply_override(raw, "optim.lr_decay_epochs=[1, 2]")
     apply_override(raw, "engine.compile=true")
     assert raw == {"optim": {"lr_decay_epochs": [1, 2]}, "engine": {"compile": True}}
+
+
+def test_yaml_booleans_spell_amp_settings():
+    assert load_config("res32x4_res8x4", overrides=["engine.amp=off"]).engine.amp == "off"
+    assert load_config("res32x4_res8x4", overrides=["engine.amp=bf16"]).engine.amp == "bf16"

@@ -8,6 +8,7 @@ from PIL import Image
 
 from sddkd.data import ArrayLoader, crop_flip, normalize
 from sddkd.data.spec import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
+from sddkd.errors import UserError
 
 
 def _images(n, size, seed=0):
@@ -171,7 +172,7 @@ def test_partial_last_batch_is_kept_or_dropped():
 
 
 def test_loader_rejects_inputs_it_cannot_serve():
-    with pytest.raises(ValueError, match="no full batch"):
+    with pytest.raises(UserError, match="no full batch"):
         _loader(n=3, batch_size=4, drop_last=True)
     with pytest.raises(ValueError, match="rank 2 is outside world size 2"):
         _loader(rank=2, world_size=2)
