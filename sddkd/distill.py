@@ -8,13 +8,15 @@ literally `sdd_kd_lskd` at M = (1,).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sddkd.config import DKDMethod, KDMethod, VanillaMethod
 from sddkd.losses import sdd_dkd_loss, sdd_kd_loss
-from sddkd.models import region_logits
+from sddkd.models import ImageClassifier, region_logits
 from sddkd.scales import Scales
 
 
@@ -25,7 +27,9 @@ class RegionModel(nn.Module):
     the backbone's under `backbone.`; checkpoints store `backbone.state_dict()` so published keys are kept.
     """
 
-    def __init__(self, backbone: nn.Module, scales: Scales):
+    backbone: ImageClassifier
+
+    def __init__(self, backbone: ImageClassifier, scales: Scales):
         super().__init__()
         self.backbone = backbone
         self.scales = scales
@@ -94,5 +98,6 @@ def make_loss_fn(method: Method) -> LossFn:
 
 def teacher_regions(teacher: nn.Module, images: Tensor, scales: Scales) -> Tensor:
     """The frozen teacher's region logits `[B, K, N]`, computed in inference mode (no autograd bookkeeping)."""
+    network = cast(ImageClassifier, teacher)  # a registered model, possibly BN-folded (sddkd.fastpath)
     with torch.inference_mode():
-        return region_logits(teacher, teacher.forward_features(images), scales)
+        return region_logits(network, network.forward_features(images), scales)

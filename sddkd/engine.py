@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from rich.console import Console
@@ -24,7 +24,7 @@ from sddkd.distill import RegionModel, make_loss_fn
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
 from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
-from sddkd.models import create_model, region_logits
+from sddkd.models import ImageClassifier, create_model, region_logits
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -109,7 +109,8 @@ def evaluate(
         for images, labels in loader:
             images = placement.images(images)
             if len(scales) > 1:
-                regions = region_logits(model, model.forward_features(images), scales)  # [B, K, N]
+                network = cast(ImageClassifier, model)  # every registered model has the multi-scale interface
+                regions = region_logits(network, network.forward_features(images), scales)  # [B, K, N]
                 logits = regions[:, :, 0].float()
                 cell_correct += (regions.argmax(dim=1) == labels[:, None]).sum(dim=0)
             else:
@@ -298,7 +299,9 @@ def train(
     spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
-    backbone = backbone.to(placement.device, memory_format=torch.channels_last if placement.channels_last else None)
+    backbone.to(placement.device)
+    if placement.channels_last:
+        backbone.to(memory_format=torch.channels_last)
     teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
     student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
     optimizer = make_optimizer(backbone, cfg.optim, placement.device)

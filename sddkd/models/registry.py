@@ -14,6 +14,8 @@ from typing import Literal, TypeVar, get_args
 
 from torch import nn
 
+from sddkd.models.base import ImageClassifier
+
 Dataset = Literal["cifar100", "cub200", "imagenet"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
 
@@ -54,7 +56,7 @@ def list_models(dataset: str | None = None) -> list[str]:
     return [e.name for e in _REGISTRY.values() if dataset is None or dataset in e.datasets]
 
 
-def create_model(name: str, num_classes: int = 100, dataset: str = "cifar100") -> nn.Module:
+def create_model(name: str, num_classes: int = 100, dataset: str = "cifar100") -> ImageClassifier:
     """Build the registered network `name` for `dataset` ("cifar100", "cub200" or "imagenet").
 
     The result maps images to logits `[B, num_classes]` and exposes `forward_features` and `get_classifier`.
@@ -71,7 +73,9 @@ def create_model(name: str, num_classes: int = 100, dataset: str = "cifar100") -
         same_dataset = _close_matches(name, list_models(dataset))
         hint = f" (for {dataset} did you mean {' or '.join(same_dataset)}?)" if same_dataset else ""
         raise ValueError(f"model {name!r} is not available for dataset {dataset!r}; it supports {supported}{hint}")
-    return entry.factory(num_classes, dataset)
+    model = entry.factory(num_classes, dataset)
+    assert isinstance(model, ImageClassifier), f"{name} must subclass ImageClassifier (forward_features, classifier)"
+    return model
 
 
 def _check_dataset(dataset: str) -> None:
