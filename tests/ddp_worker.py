@@ -18,10 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from sddkd import cli, engine
+from sddkd.models import ImageClassifier
 from sddkd.models.registry import register_model
 
 
-class BNFreeNet(nn.Module):
+class BNFreeNet(ImageClassifier):
     """conv-relu-conv-relu on 32 px images: features [B, 16, 8, 8], then a linear classifier on their mean."""
 
     def __init__(self, num_classes: int) -> None:
@@ -36,9 +37,6 @@ class BNFreeNet(nn.Module):
 
     def get_classifier(self) -> nn.Linear:
         return self.fc
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.fc(self.forward_features(images).mean(dim=(2, 3)))  # type: ignore[no-any-return]
 
 
 @register_model("bn_free_net", datasets=("cifar100",))
