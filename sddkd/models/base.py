@@ -7,6 +7,7 @@ Models know nothing of distillation: `forward` is a plain classifier. The multi-
 from __future__ import annotations
 
 import abc
+import math
 from typing import Literal, Protocol
 
 import torch
@@ -55,3 +56,21 @@ class ImageClassifier(nn.Module, abc.ABC):
 def cub_stem_conv(out_channels: int) -> nn.Conv2d:
     """The CUB-200 first convolution: 7x7, stride 2, padding 3 (224 -> 112), no bias."""
     return nn.Conv2d(3, out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+
+
+def fan_out_init_(model: nn.Module, linear_std: float | None = 0.01) -> None:
+    """The reference zoo's initialisation: He-normal convolutions over fan-out, unit BatchNorm, zero biases, and
+    N(0, linear_std) classifier weights (None keeps PyTorch's default Linear weights, as WRN does)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
+            nn.init.zeros_(m.bias)

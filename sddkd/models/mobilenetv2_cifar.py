@@ -8,12 +8,10 @@ the end.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from sddkd.models.base import ImageClassifier, Stem, stem_for
+from sddkd.models.base import ImageClassifier, Stem, fan_out_init_, stem_for
 from sddkd.models.registry import register_model
 
 CIFAR_AND_CUB = ("cifar100", "cub200")
@@ -81,16 +79,7 @@ class CifarMobileNetV2(ImageClassifier):
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Sequential(nn.Linear(last_channels, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        fan_out_init_(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

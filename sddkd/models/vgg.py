@@ -8,13 +8,11 @@ the SDD authors' CUB VGGs are the CIFAR ones unchanged (no new stem), giving a 2
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sddkd.models.base import ImageClassifier
+from sddkd.models.base import ImageClassifier, fan_out_init_
 from sddkd.models.registry import register_model
 
 CIFAR_AND_CUB = ("cifar100", "cub200")
@@ -51,18 +49,7 @@ class VGG(ImageClassifier):
         self.block4 = _conv_block(config[4], config[3][-1])
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.classifier = nn.Linear(config[4][-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        fan_out_init_(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(F.relu(self.block0(x)))

@@ -8,12 +8,10 @@ the 3x3 stride-1 `conv1` becomes the 7x7 stride-2 stem the SDD authors gave thei
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from sddkd.models.base import ImageClassifier, Stem, cub_stem_conv, stem_for
+from sddkd.models.base import ImageClassifier, Stem, cub_stem_conv, fan_out_init_, stem_for
 from sddkd.models.registry import register_model
 
 CIFAR_AND_CUB = ("cifar100", "cub200")
@@ -81,15 +79,7 @@ class WideResNet(ImageClassifier):
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.relu = nn.ReLU(inplace=True)
         self.fc = nn.Linear(widths[3], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        fan_out_init_(self, linear_std=None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
