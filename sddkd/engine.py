@@ -307,29 +307,12 @@ def train(
     optimizer = make_optimizer(backbone, cfg.optim, placement.device)
     step = make_train_step(cfg, student, teacher, optimizer, placement, dist)
 
-    record, start_epoch, global_step = new_record(cfg, paths), 1, 0
     if state == "resume":
-        checkpoint = load_checkpoint(paths.last, map_location=placement.device)
-        backbone.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        set_rng_state(checkpoint["rng"])
-        start_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
-        # The record as of the checkpointed epoch: later in-memory updates of a killed process never count.
-        record.update({k: v for k, v in checkpoint["record"].items() if k not in ("pid", "host", "versions")})
-        record.update(status="running", error=None)
-        if dist.is_main:
-            truncate_metrics(paths, checkpoint["epoch"])
-        dist.print(console, f"Resuming {paths.root.name} at epoch {start_epoch}.")
+        record, start_epoch, global_step = _resume(cfg, paths, placement, dist, console, backbone, optimizer)
     else:
-        if dist.is_main:
-            paths.root.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, paths)
-        if teacher is not None:
-            measured = evaluate(teacher, test_loader, placement, dist)
-            record["teacher_checkpoint"] = {**(teacher_info or {}), "test_top1": measured["top1"],
-                                            "test_top5": measured["top5"]}  # fmt: skip
-            dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%"  # type: ignore[union-attr]
-                       f", top-5 {measured['top5']:.2f}%")  # fmt: skip
+        record, start_epoch, global_step = _begin(
+            cfg, paths, placement, dist, console, teacher, teacher_info, test_loader
+        )
     if dist.is_main:
         save_record(paths, record)
     tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
@@ -358,16 +341,9 @@ def train(
                 row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
                 if tracker is not None:
                     tracker.log_epoch(row)
-                state_dict = {
-                    "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
-                    "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
-                }  # fmt: skip
                 if dist.is_main:
-                    if test is not None and record["best_epoch"] == epoch:
-                        save_checkpoint(paths.best, {k: state_dict[k] for k in BEST_CHECKPOINT_KEYS})
-                    save_checkpoint(paths.last, state_dict)
-                    save_record(paths, record)
+                    improved = test is not None and record["best_epoch"] == epoch
+                    _save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, improved)
                 if out_of_steps or epoch == stop_after_epoch:
                     break
         if epoch == cfg.optim.epochs or (cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps):
@@ -383,6 +359,60 @@ def train(
             tracker.close()
     dist.leave()
     return record
+
+
+def _begin(
+    cfg: RunConfig, paths: RunPaths, placement: Placement, dist: DistContext, console: Console,
+    teacher: nn.Module | None, teacher_info: dict[str, Any] | None, test_loader: Any,
+) -> tuple[dict[str, Any], int, int]:  # fmt: skip
+    """A fresh run: its directory and config, and the teacher's measured accuracy in the record."""
+    record = new_record(cfg, paths)
+    if dist.is_main:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, paths)
+    if teacher is not None and cfg.teacher is not None:
+        measured = evaluate(teacher, test_loader, placement, dist)
+        record["teacher_checkpoint"] = {**(teacher_info or {}), "test_top1": measured["top1"],
+                                        "test_top5": measured["top5"]}  # fmt: skip
+        dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%, "
+                            f"top-5 {measured['top5']:.2f}%")  # fmt: skip
+    return record, 1, 0
+
+
+def _resume(
+    cfg: RunConfig, paths: RunPaths, placement: Placement, dist: DistContext, console: Console,
+    backbone: nn.Module, optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, Any], int, int]:  # fmt: skip
+    """Restore model, optimizer, RNG and the record from `last.pt`: the run continues as if never stopped."""
+    checkpoint = load_checkpoint(paths.last, map_location=placement.device)
+    backbone.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    set_rng_state(checkpoint["rng"])
+    record = new_record(cfg, paths)
+    # The record as of the checkpointed epoch: later in-memory updates of a killed process never count.
+    record.update({k: v for k, v in checkpoint["record"].items() if k not in ("pid", "host", "versions")})
+    record.update(status="running", error=None)
+    if dist.is_main:
+        truncate_metrics(paths, checkpoint["epoch"])
+    start_epoch = checkpoint["epoch"] + 1
+    dist.print(console, f"Resuming {paths.root.name} at epoch {start_epoch}.")
+    return record, start_epoch, checkpoint["global_step"]
+
+
+def _save_epoch(
+    cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+    global_step: int, record: dict[str, Any], improved: bool,
+) -> None:  # fmt: skip
+    """Atomically write `last.pt` (everything a resume needs), `best.pt` when the epoch improved, and the record."""
+    state = {
+        "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
+        "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
+    }  # fmt: skip
+    if improved:
+        save_checkpoint(paths.best, {k: state[k] for k in BEST_CHECKPOINT_KEYS})
+    save_checkpoint(paths.last, state)
+    save_record(paths, record)
 
 
 def _record_epoch(
