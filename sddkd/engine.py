@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -23,8 +23,9 @@ from sddkd.config import DataConfig, EngineConfig, OptimConfig, RunConfig, confi
 from sddkd.distill import RegionModel, make_loss_fn
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
+from sddkd.evaluation import evaluate
 from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
-from sddkd.models import ImageClassifier, create_model, region_logits
+from sddkd.models import create_model
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -36,7 +37,6 @@ from sddkd.runs import (
     save_record,
     truncate_metrics,
 )  # fmt: skip
-from sddkd.scales import Scales
 from sddkd.tracking import TensorBoardLog, require_tensorboard
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
@@ -93,42 +93,6 @@ def lr_at(optim: OptimConfig, epoch: int) -> float:
     """Step schedule per epoch (1-based), as in mdistiller: decay once for every stage epoch already passed."""
     stages_passed = sum(epoch > stage for stage in optim.lr_decay_epochs)
     return optim.lr * optim.lr_decay_rate**stages_passed
-
-
-def evaluate(
-    model: nn.Module, loader: Any, placement: Placement, dist: DistContext, scales: Scales = (1,)
-) -> dict[str, Any]:
-    """Top-1/top-5 (%) of the global logits; with several scales also each scale's mean per-cell top-1 (%)."""
-    model.eval()
-    device = placement.device
-    correct1 = torch.zeros((), device=device, dtype=torch.float64)
-    correct5 = torch.zeros((), device=device, dtype=torch.float64)
-    count = torch.zeros((), device=device, dtype=torch.float64)
-    cell_correct = torch.zeros(sum(m * m for m in scales), device=device, dtype=torch.float64)
-    with torch.inference_mode(), placement.autocast():
-        for images, labels in loader:
-            images = placement.images(images)
-            if len(scales) > 1:
-                network = cast(ImageClassifier, model)  # every registered model has the multi-scale interface
-                regions = region_logits(network, network.forward_features(images), scales)  # [B, K, N]
-                logits = regions[:, :, 0].float()
-                cell_correct += (regions.argmax(dim=1) == labels[:, None]).sum(dim=0)
-            else:
-                logits = model(images).float()
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # [B, 5]
-            correct1 += (top5[:, 0] == labels).sum()
-            correct5 += (top5 == labels[:, None]).any(dim=1).sum()
-            count += labels.numel()
-    totals = dist.all_reduce_sum(torch.cat([torch.stack([correct1, correct5, count]), cell_correct])).tolist()
-    seen = max(totals[2], 1.0)
-    result: dict[str, Any] = {"top1": 100.0 * totals[0] / seen, "top5": 100.0 * totals[1] / seen}
-    if len(scales) > 1:
-        cells, offset = totals[3:], 0
-        result["scales"] = {}
-        for m in scales:
-            result["scales"][str(m)] = 100.0 * sum(cells[offset : offset + m * m]) / (m * m * seen)
-            offset += m * m
-    return result
 
 
 def build_data(

@@ -1,14 +1,22 @@
-"""`sddkd eval`: evaluate a checkpoint written by `sddkd train`, or a published teacher file, on a test set."""
+"""Evaluation: top-1/top-5 and per-scale region accuracy of a model (`evaluate`), and `sddkd eval` for a checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from torch import nn
 
 from sddkd.checkpoint import load_checkpoint
 from sddkd.config import DataConfig, EngineConfig, RunConfig
+from sddkd.distributed import DistContext
 from sddkd.errors import UserError
-from sddkd.scales import parse_scales
+from sddkd.models import ImageClassifier, region_logits
+from sddkd.scales import Scales, parse_scales
+
+if TYPE_CHECKING:
+    from sddkd.engine import Placement
 
 
 def evaluate_checkpoint(
@@ -26,8 +34,7 @@ def evaluate_checkpoint(
     A checkpoint from `sddkd train` carries its config (architecture, data, M); a published file needs `arch` and
     `dataset`. The file is read with weights_only=True.
     """
-    from sddkd.distributed import DistContext
-    from sddkd.engine import build_data, evaluate, resolve_placement
+    from sddkd.engine import build_data, resolve_placement  # the engine imports this module: import it lazily
 
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
@@ -62,3 +69,39 @@ def _data_config(run_cfg: RunConfig | None, dataset: str | None, data_root: Path
     if dataset == "synthetic":
         raise UserError("--dataset synthetic needs the generating options: evaluate a checkpoint trained on it instead")
     return DataConfig(name=dataset, root=str(data_root or "data"))
+
+
+def evaluate(
+    model: nn.Module, loader: Any, placement: Placement, dist: DistContext, scales: Scales = (1,)
+) -> dict[str, Any]:
+    """Top-1/top-5 (%) of the global logits; with several scales also each scale's mean per-cell top-1 (%)."""
+    model.eval()
+    device = placement.device
+    correct1 = torch.zeros((), device=device, dtype=torch.float64)
+    correct5 = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    cell_correct = torch.zeros(sum(m * m for m in scales), device=device, dtype=torch.float64)
+    with torch.inference_mode(), placement.autocast():
+        for images, labels in loader:
+            images = placement.images(images)
+            if len(scales) > 1:
+                network = cast(ImageClassifier, model)  # every registered model has the multi-scale interface
+                regions = region_logits(network, network.forward_features(images), scales)  # [B, K, N]
+                logits = regions[:, :, 0].float()
+                cell_correct += (regions.argmax(dim=1) == labels[:, None]).sum(dim=0)
+            else:
+                logits = model(images).float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices  # [B, 5]
+            correct1 += (top5[:, 0] == labels).sum()
+            correct5 += (top5 == labels[:, None]).any(dim=1).sum()
+            count += labels.numel()
+    totals = dist.all_reduce_sum(torch.cat([torch.stack([correct1, correct5, count]), cell_correct])).tolist()
+    seen = max(totals[2], 1.0)
+    result: dict[str, Any] = {"top1": 100.0 * totals[0] / seen, "top5": 100.0 * totals[1] / seen}
+    if len(scales) > 1:
+        cells, offset = totals[3:], 0
+        result["scales"] = {}
+        for m in scales:
+            result["scales"][str(m)] = 100.0 * sum(cells[offset : offset + m * m]) / (m * m * seen)
+            offset += m * m
+    return result
