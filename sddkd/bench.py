@@ -35,12 +35,12 @@ from sddkd.distributed import DistContext
 from sddkd.engine import (
     Placement,
     build_data,
-    evaluate,
     make_train_step,
     prepare_teacher,
     resolve_placement,
     train_epoch,
 )
+from sddkd.evaluation import evaluate
 from sddkd.fastpath import make_optimizer
 from sddkd.models import create_model, region_logits
 
