@@ -13,7 +13,7 @@ from sddkd.config import DataConfig, EngineConfig, RunConfig
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
 from sddkd.models import ImageClassifier, region_logits
-from sddkd.scales import Scales, parse_scales
+from sddkd.scales import Scales, num_regions, parse_scales
 
 if TYPE_CHECKING:
     from sddkd.engine import Placement
@@ -80,7 +80,7 @@ def evaluate(
     correct1 = torch.zeros((), device=device, dtype=torch.float64)
     correct5 = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
-    cell_correct = torch.zeros(sum(m * m for m in scales), device=device, dtype=torch.float64)
+    cell_correct = torch.zeros(num_regions(scales), device=device, dtype=torch.float64)
     with torch.inference_mode(), placement.autocast():
         for images, labels in loader:
             images = placement.images(images)

@@ -29,7 +29,6 @@ from sddkd.anchors import scales_label
 from sddkd.report_data import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
 from sddkd.scales import Scales, format_scales
 
-ReportFormat = Literal["table", "md", "csv", "json"]
 FileFormat = Literal["md", "csv", "json"]
 REPORT_FILES: dict[FileFormat, str] = {"md": "report.md", "csv": "report.csv", "json": "report.json"}
 NONE = "—"
