@@ -133,14 +133,14 @@ def train_command(
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="`synthetic` swaps in generated data of the same shape.")] = None,
     data_root: Annotated[
-        Path | None, typer.Option(help="Where `sddkd prepare-data` put the data [default: data].")
+        Path | None, typer.Option(help="Where `sddkd prepare-data` put the data \\[default: data].")
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N optimizer steps (smoke tests).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Global batch size.")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N [default: cuda if available].")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N \\[default: cuda if available].")] = None,
     teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint file; overrides the teacher store.")] = None,
     out: Annotated[Path, typer.Option(help="Root of the run directories.")] = Path("logs"),
     resume: Annotated[
@@ -190,10 +190,10 @@ def eval_command(
     checkpoint: Annotated[
         Path, typer.Option(help="A checkpoint written by `sddkd train`, or a published teacher file.")
     ],
-    dataset: Annotated[str | None, typer.Option(help="Dataset to evaluate on [default: the checkpoint's].")] = None,
-    data_root: Annotated[Path | None, typer.Option(help="Data root [default: the checkpoint's, else data].")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset to evaluate on \\[default: the checkpoint's].")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Data root \\[default: the checkpoint's, else data].")] = None,
     arch: Annotated[str | None, typer.Option(help="Architecture, for a published file that carries no config.")] = None,
-    scales: Annotated[str | None, typer.Option("--M", help="Region scales to report [default: the run's M].")] = None,
+    scales: Annotated[str | None, typer.Option("--M", help="Region scales to report \\[default: the run's M].")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
 ) -> None:

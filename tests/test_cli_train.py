@@ -84,3 +84,21 @@ def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path: Path):
 def test_help_starts_without_torch():
     code = "import sys; from sddkd.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bracketed_help_text_is_escaped_so_rich_keeps_it():
+    """Rich reads `[default: x]` in a help string as a markup tag and drops it from `--help`; `\\[` keeps it."""
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    unescaped = [
+        f"sddkd {name} {param.name}: {param.help}"
+        for name, command in group.commands.items()  # type: ignore[attr-defined]
+        for param in command.params
+        if re.search(r"(?<!\\)\[", getattr(param, "help", None) or "")
+    ]
+    assert not unescaped, unescaped
+    wide = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
+    assert "put the data [default: data]." in wide.output
