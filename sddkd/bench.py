@@ -341,7 +341,9 @@ def main(
     ),
     M: Annotated[str, typer.Option("--M", help="SDD scales, e.g. 1,2,4.")] = "1,2,4",
     compile: Annotated[bool, typer.Option(help="torch.compile the engine's step.")] = True,
-    amp: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) or bf16.")] = "auto",
+    amp: Annotated[
+        str, typer.Option(help="auto (bf16 where the device has it natively, else fp32), bf16 or off.")
+    ] = "auto",
     channels_last: Annotated[bool | None, typer.Option(help="Engine memory format (default: the engine's).")] = None,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed steps of each loop first.")] = 5,
     rounds: Annotated[int, typer.Option(min=1, help="Alternating timed rounds; the median is reported.")] = 3,

@@ -149,8 +149,8 @@ class EngineConfig(StrictModel):
     """How a run executes; none of this changes the recipe, so it is left out of the config hash."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # auto: bf16 autocast on CUDA, fp32 on CPU (bf16 there is opt-in: ~2x faster on CPUs with native bf16, but
-    # tiny CPU runs lose accuracy to it); losses are float32 either way
+    # auto: bf16 autocast where the device computes bf16 natively (CUDA sm80+, AVX512-BF16/AMX CPUs), else fp32;
+    # bf16 forces it, off keeps fp32. Losses are float32 either way; result.json records what ran.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | None = None  # None: on (NHWC suits cuDNN and oneDNN)
     compile: bool = False

@@ -56,7 +56,7 @@ class Placement:
     """Where and in what precision the run computes."""
 
     device: torch.device
-    amp_dtype: torch.dtype | None  # bf16 autocast on CUDA; losses stay float32 either way
+    amp_dtype: torch.dtype | None  # bf16 autocast where the hardware has bf16; losses stay float32 either way
     channels_last: bool
 
     def autocast(self) -> Any:
@@ -66,6 +66,24 @@ class Placement:
 
     def images(self, images: Tensor) -> Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def describe(self) -> dict[str, Any]:
+        """What a run record says about where it computed (results in bf16 and fp32 are not bit-comparable)."""
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
+        precision = "bf16 autocast" if self.amp_dtype == torch.bfloat16 else "fp32"
+        return {"device": name, "precision": precision, "channels_last": self.channels_last}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware, so that bf16 autocast is a speed-up rather than an emulation:
+    CUDA compute capability 8.0+ (Ampere and later; V100/T4 emulate it slowly), AVX512-BF16 or AMX CPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        # torch's own CPU feature probes (underscored: if a release drops them, CPUs simply stay in fp32).
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(probe is not None and probe() for probe in probes)
+    return False
 
 
 def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Placement:
@@ -82,8 +100,8 @@ def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Pl
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    on_cuda = device.type == "cuda"
-    amp = {"auto": torch.bfloat16 if on_cuda else None, "bf16": torch.bfloat16, "off": None}[engine.amp]
+    auto = torch.bfloat16 if native_bf16(device) else None
+    amp = {"auto": auto, "bf16": torch.bfloat16, "off": None}[engine.amp]
     # NHWC is what cuDNN's tensor-core kernels and oneDNN's CPU kernels prefer (no layout reorders per call).
     channels_last = device.type in ("cuda", "cpu") if engine.channels_last is None else engine.channels_last
     return Placement(device, amp, channels_last)
@@ -277,6 +295,11 @@ def train(
         record, start_epoch, global_step = _begin(
             cfg, paths, placement, dist, console, teacher, teacher_info, test_loader
         )
+    record["execution"] = {**placement.describe(), "compile": cfg.engine.compile, "world_size": dist.world_size}
+    execution = record["execution"]
+    dist.print(console, f"{paths.root.name} on {execution['device']}: {execution['precision']}"
+                        + (", compiled" if cfg.engine.compile else "")
+                        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
     if dist.is_main:
         save_record(paths, record)
     tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
@@ -354,7 +377,7 @@ def _resume(
     set_rng_state(checkpoint["rng"])
     record = new_record(cfg, paths)
     # The record as of the checkpointed epoch: later in-memory updates of a killed process never count.
-    record.update({k: v for k, v in checkpoint["record"].items() if k not in ("pid", "host", "versions")})
+    record.update({k: v for k, v in checkpoint["record"].items() if k not in ("pid", "host", "versions", "execution")})
     record.update(status="running", error=None)
     if dist.is_main:
         truncate_metrics(paths, checkpoint["epoch"])
