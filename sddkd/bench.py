@@ -32,17 +32,11 @@ from torch import Tensor, nn
 from sddkd.config import KDMethod, RunConfig, load_config
 from sddkd.distill import RegionModel, distill_weight
 from sddkd.distributed import DistContext
-from sddkd.engine import (
-    Placement,
-    build_data,
-    make_train_step,
-    prepare_teacher,
-    resolve_placement,
-    train_epoch,
-)
+from sddkd.engine import make_train_step, prepare_teacher, train_epoch
 from sddkd.evaluation import evaluate
 from sddkd.fastpath import make_optimizer
 from sddkd.models import create_model, region_logits
+from sddkd.placement import Placement, build_data, resolve_placement
 
 CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES, EPOCHS = 50_000, 10_000, 240
 

@@ -1,4 +1,5 @@
-"""The training engine: `train(cfg) -> result record`. The only module that knows devices, AMP and processes.
+"""The training engine: `train(cfg) -> result record`. With `sddkd.placement` (device, precision, loaders), the only
+module that knows devices, AMP and processes.
 
 One loop serves every method: the method is a loss function of region logits (`sddkd.distill`), never a trainer
 subclass. The loop keeps everything on the device between epochs: loss sums, accuracy counts and the non-finite
@@ -9,23 +10,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from torch import Tensor, nn
+from torch import nn
 
 from sddkd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sddkd.config import DataConfig, EngineConfig, OptimConfig, RunConfig, config_hash
+from sddkd.config import OptimConfig, RunConfig, config_hash
 from sddkd.distill import RegionModel, make_loss_fn
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
 from sddkd.evaluation import evaluate
 from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
 from sddkd.models import create_model
+from sddkd.placement import Placement, build_data, resolve_placement
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -51,96 +53,10 @@ class NonFiniteLossError(UserError):
     pass
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where and in what precision the run computes."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None  # bf16 autocast where the hardware has bf16; losses stay float32 either way
-    channels_last: bool
-
-    def autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def images(self, images: Tensor) -> Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-    def describe(self) -> dict[str, Any]:
-        """What a run record says about where it computed (results in bf16 and fp32 are not bit-comparable)."""
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
-        precision = "bf16 autocast" if self.amp_dtype == torch.bfloat16 else "fp32"
-        return {"device": name, "precision": precision, "channels_last": self.channels_last}
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 in hardware, so that bf16 autocast is a speed-up rather than an emulation:
-    CUDA compute capability 8.0+ (Ampere and later; V100/T4 emulate it slowly), AVX512-BF16 or AMX CPUs."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        # torch's own CPU feature probes (underscored: if a release drops them, CPUs simply stay in fp32).
-        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return any(probe is not None and probe() for probe in probes)
-    return False
-
-
-def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Placement:
-    name = engine.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name} was asked for but CUDA is not available here; use --device cpu")
-    if name.startswith("cuda:") and local_rank is not None:
-        raise UserError(f"under torchrun each process takes the GPU of its LOCAL_RANK; pass --device cuda, not {name}")
-    if name == "cuda" and local_rank is not None:
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    auto = torch.bfloat16 if native_bf16(device) else None
-    amp = {"auto": auto, "bf16": torch.bfloat16, "off": None}[engine.amp]
-    # NHWC is what cuDNN's tensor-core kernels and oneDNN's CPU kernels prefer (no layout reorders per call).
-    channels_last = device.type in ("cuda", "cpu") if engine.channels_last is None else engine.channels_last
-    return Placement(device, amp, channels_last)
-
-
 def lr_at(optim: OptimConfig, epoch: int) -> float:
     """Step schedule per epoch (1-based), as in mdistiller: decay once for every stage epoch already passed."""
     stages_passed = sum(epoch > stage for stage in optim.lr_decay_epochs)
     return optim.lr * optim.lr_decay_rate**stages_passed
-
-
-def build_data(
-    data: DataConfig, global_batch: int, device: torch.device, seed: int, dist: DistContext, train: bool = True
-) -> tuple[Any, Any, Any]:
-    """(spec, train loader, test loader) for this rank; the preset's batch is the global batch across ranks."""
-    from sddkd.data import build_loaders, dataset_spec
-
-    if global_batch % dist.world_size:
-        raise UserError(
-            f"the global batch size {global_batch} does not split evenly over {dist.world_size} processes; "
-            "choose a batch size divisible by the number of processes"
-        )
-    synthetic = data.synthetic.model_dump() if data.synthetic is not None else None
-    spec = dataset_spec(data.name, **(synthetic or {}))
-    train_loader, test_loader = build_loaders(
-        data.name, data.root, batch_size=global_batch // dist.world_size, device=device, seed=seed,
-        rank=dist.rank, world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
-    )  # fmt: skip
-    if train and train_loader.dataset_size < dist.world_size:
-        raise UserError(
-            f"{data.name} has {train_loader.dataset_size} training images, fewer than the {dist.world_size} "
-            "processes, so some would train on padding only; use fewer processes"
-        )
-    if train and len(train_loader) == 0:
-        raise UserError(
-            f"{data.name} has too few training images for batch {global_batch} on {dist.world_size} processes "
-            "(no full step per epoch); lower the batch size or the number of processes"
-        )
-    return spec, train_loader, test_loader
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -13,10 +13,8 @@ from sddkd.config import DataConfig, EngineConfig, RunConfig
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
 from sddkd.models import ImageClassifier, region_logits
+from sddkd.placement import Placement, build_data, resolve_placement
 from sddkd.scales import Scales, num_regions, parse_scales
-
-if TYPE_CHECKING:
-    from sddkd.engine import Placement
 
 
 def evaluate_checkpoint(
@@ -34,8 +32,6 @@ def evaluate_checkpoint(
     A checkpoint from `sddkd train` carries its config (architecture, data, M); a published file needs `arch` and
     `dataset`. The file is read with weights_only=True.
     """
-    from sddkd.engine import build_data, resolve_placement  # the engine imports this module: import it lazily
-
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:

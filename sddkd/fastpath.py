@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
@@ -23,10 +23,8 @@ from sddkd.config import OptimConfig
 from sddkd.distill import LossFn, teacher_regions
 from sddkd.distributed import DistContext
 from sddkd.models.base import ImageClassifier
+from sddkd.placement import Placement
 from sddkd.scales import Scales
-
-if TYPE_CHECKING:
-    from sddkd.engine import Placement
 
 # ---------------------------------------------------------------------------------------------------------------
 # The training step

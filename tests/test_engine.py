@@ -12,8 +12,9 @@ import torch
 from sddkd.checkpoint import load_checkpoint
 from sddkd.config import EngineConfig, RunConfig, load_config
 from sddkd.distill import distill_weight
-from sddkd.engine import lr_at, native_bf16, resolve_placement, train
+from sddkd.engine import lr_at, train
 from sddkd.errors import UserError
+from sddkd.placement import native_bf16, resolve_placement
 
 TINY_DATA = [
     "data.synthetic.num_classes=5",
