@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sddkd.anchors import scales_label
+from sddkd.files import write_bytes_atomic
 from sddkd.report_data import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
 from sddkd.scales import Scales, format_scales
 
@@ -56,21 +56,8 @@ def generate_report(
 
         report.files.extend(write_plots(report, out_dir / "plots"))
     for fmt, name in REPORT_FILES.items():
-        report.files.append(write_atomic(out_dir / name, render(report, fmt).encode("utf-8")))
+        report.files.append(write_bytes_atomic(out_dir / name, render(report, fmt).encode("utf-8")))
     return report
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open() keeps the umask's permissions
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- rendering ----------------------------------------------------------------------------------------------

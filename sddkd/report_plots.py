@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sddkd.anchors import scales_label
-from sddkd.report import write_atomic
+from sddkd.files import write_bytes_atomic
 from sddkd.report_data import METHOD_ORDER, Report, ReportError, Row, Run
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def _save(figure: Figure, path: Path) -> Path:
     FigureCanvasAgg(figure)  # attach the Agg canvas: PNG rendering without pyplot's global state
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return write_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def _epoch_figure(title: str, runs: Sequence[Run], warnings: list[str]) -> Figure | None:

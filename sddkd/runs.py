@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 
 from sddkd import __version__
-from sddkd.checkpoint import write_json, write_text
 from sddkd.config import RunConfig, config_hash, run_name
 from sddkd.errors import UserError
+from sddkd.files import write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,12 @@ def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
 
 def save_record(paths: RunPaths, record: dict[str, Any]) -> None:
     record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(paths.result, record)
+    write_json_atomic(paths.result, record)
 
 
 def save_config(cfg: RunConfig, paths: RunPaths) -> None:
     header = f"# Resolved config of run {paths.root.name} (config hash {config_hash(cfg)}).\n"
-    write_text(paths.config, header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(paths.config, header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
@@ -140,5 +140,5 @@ def truncate_metrics(paths: RunPaths, last_epoch: int) -> list[dict[str, Any]]:
         return []
     rows = [json.loads(line) for line in paths.metrics.read_text().splitlines() if line.strip()]
     kept = [row for row in rows if row.get("epoch", 0) <= last_epoch]
-    write_text(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
+    write_text_atomic(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
     return kept

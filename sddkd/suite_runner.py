@@ -31,6 +31,7 @@ import yaml
 
 from sddkd.config import RunConfig
 from sddkd.errors import UserError
+from sddkd.files import write_text_atomic
 
 RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
 LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts
@@ -311,10 +312,7 @@ def write_resolved_config(plan: SuitePlan, run: PlannedRun) -> Path:
     path = run_dir / RESOLVED_CONFIG_FILE
     header = f"# Resolved by `sddkd suite {plan.name}` (config hash {run.config_hash}, from {run.preset}).\n"
     text = header + yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def train_argv(plan: SuitePlan, run: PlannedRun, launcher: Sequence[str], cuda: bool) -> list[str]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from sddkd.files import write_json_atomic
 from sddkd.suite_runner import (
     LOG_FILE,
     STOP_GRACE_SECONDS,
@@ -318,9 +319,7 @@ def _task(plan: SuitePlan, run: PlannedRun, options: SlurmOptions, launcher: Seq
 
 def _write_submission(run_dir: Path, job_id: str, cluster: str) -> None:
     body = {"job_id": job_id, "cluster": cluster, "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = run_dir / f".{SUBMISSION_FILE}.tmp"
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    os.replace(tmp, run_dir / SUBMISSION_FILE)
+    write_json_atomic(run_dir / SUBMISSION_FILE, body)
 
 
 def _jobs_in_queue(plan: SuitePlan, progress: dict[str, RunProgress]) -> dict[str, str]:

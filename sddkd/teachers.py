@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from sddkd.download import FetchError, file_digest
+from sddkd.files import write_json_atomic
 
 NUM_CLASSES = {"cifar100": 100, "cub200": 200, "imagenet": 1000}
 
@@ -94,13 +95,7 @@ def _updating_index() -> Iterator[dict[str, Any]]:
             fcntl.flock(lock, fcntl.LOCK_EX)
         index = read_index()
         yield index
-        _write_json_atomic(_index_path(), index)
-
-
-def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(staged, path)
+        write_json_atomic(_index_path(), index)
 
 
 def record_source(url: str, sha256: str) -> str | None:

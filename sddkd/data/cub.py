@@ -27,8 +27,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from sddkd.data.files import read_json, temporary_path, write_json_atomic
 from sddkd.data.spec import DataFormatError, DataMissingError
+from sddkd.files import read_json, temporary_path, write_json_atomic
 
 CUB_DIRNAME = "CUB_200_2011"
 CUB_CACHE_DIRNAME = "cub200_cache"
@@ -157,7 +157,7 @@ def build_cub_cache(extracted_root: str | Path, cache_dir: str | Path, *, progre
         "classes": splits.classes,
         "splits": records,
     }
-    write_json_atomic(cache / INDEX_NAME, index)
+    write_json_atomic(cache / INDEX_NAME, index, compact=True)
     return cache
 
 

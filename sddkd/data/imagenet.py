@@ -24,9 +24,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 
-from sddkd.data.files import read_json, write_json_atomic
 from sddkd.data.loader import Batch, epoch_generator, eval_shard, normalize, pad_to_multiple
 from sddkd.data.spec import DataFormatError, DataMissingError
+from sddkd.files import read_json, write_json_atomic
 
 IMAGENET_DIRNAME = "imagenet"
 INDEX_NAME = "imagenet_index.json"
@@ -93,7 +93,7 @@ def build_imagenet_index(data_root: str | Path) -> Path:
         "splits": {split: _list_split(folder, split, train_classes) for split in ("train", "val")},
     }
     path = imagenet_index_path(root)
-    write_json_atomic(path, index)
+    write_json_atomic(path, index, compact=True)
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from sddkd.download import FetchError, extracted, file_digest, replace_dir
 from sddkd.download import download as download_file
+from sddkd.files import write_json_atomic
 
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
@@ -264,6 +264,4 @@ def write_marker(root: Path, dataset: str, fields: dict[str, Any]) -> None:
     path = marker_path(root, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, **fields, "prepared": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(staged, path)
+    write_json_atomic(path, payload)
