@@ -9,7 +9,6 @@ statistics cover its finished runs only, as mean ± sample standard deviation (n
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 from sddkd.anchors import Anchor, lookup
 from sddkd.errors import UserError
+from sddkd.runs import pid_alive
 from sddkd.scales import Scales, parse_scales
 
 RunState = Literal["finished", "running", "incomplete", "failed"]
@@ -147,25 +147,13 @@ def parse_time(text: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    except OSError:
-        return False
-    return True
-
-
 def run_state(data: dict[str, Any], now: datetime, hostname: str) -> RunState:
     """The state a reader should show: a `running` record whose process is gone is `incomplete`."""
     status = data["status"]
     if status != "running":
         return status
     pid = data.get("pid")
-    if data.get("host") == hostname and isinstance(pid, int) and pid > 0 and not _pid_alive(pid):
+    if data.get("host") == hostname and isinstance(pid, int) and pid > 0 and not pid_alive(pid):
         return "incomplete"
     updated = parse_time(data.get("updated"))
     epochs_done, wall = _count(data, "epochs_done"), data.get("wall_seconds")

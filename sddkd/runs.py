@@ -11,9 +11,9 @@ import os
 import platform
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -142,3 +142,54 @@ def truncate_metrics(paths: RunPaths, last_epoch: int) -> list[dict[str, Any]]:
     kept = [row for row in rows if row.get("epoch", 0) <= last_epoch]
     write_text_atomic(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
     return kept
+
+
+# --- what a run directory says to a scheduler or a reader --------------------------------------------------------
+
+RecordedState = Literal["new", "finished", "conflict", "incomplete", "failed", "running"]
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    state: RecordedState  # conflict: the directory holds another recipe (config hash), never overwritten
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
+    """The state of a run directory from its `result.json` (docs/architecture.md "Run directories")."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return RecordedRun("new")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return RecordedRun("incomplete")  # unreadable: rerun it, --resume decides from the checkpoint
+    if not isinstance(record, dict):
+        return RecordedRun("incomplete")
+    status = record.get("status")
+    if record.get("config_hash") != expected_hash:
+        return RecordedRun("conflict", record)
+    if status == "finished":
+        return RecordedRun("finished", record)
+    if status == "running" and _running_here(record):
+        return RecordedRun("running", record)
+    return RecordedRun("failed" if status == "failed" else "incomplete", record)
+
+
+def pid_alive(pid: int) -> bool:
+    """A process of that id exists on this machine."""
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def _running_here(record: dict[str, Any]) -> bool:
+    """The record's process still runs on this host (a killed run keeps `status: running` with a dead pid)."""
+    pid = record.get("pid")
+    return isinstance(pid, int) and pid > 0 and record.get("host") == socket.gethostname() and pid_alive(pid)

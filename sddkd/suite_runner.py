@@ -11,18 +11,16 @@ No torch import at module level: `torch` is imported only to count GPUs when no 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Literal, Protocol, cast
@@ -32,6 +30,7 @@ import yaml
 from sddkd.config import RunConfig
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
+from sddkd.runs import read_run_state
 
 RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
 LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts
@@ -87,53 +86,6 @@ class SuitePlan:
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.out / run.name
-
-
-# --- what a run directory says ---------------------------------------------------------------------------------
-
-RecordedState = Literal["new", "finished", "conflict", "incomplete", "failed", "running"]
-
-
-@dataclass(frozen=True)
-class RecordedRun:
-    state: (
-        RecordedState  # conflict: the directory holds another recipe (config hash), which the engine never overwrites
-    )
-    record: dict[str, Any] = field(default_factory=dict)
-
-
-def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
-    """The state of a run directory from its `result.json` (docs/architecture.md "Run directories")."""
-    path = run_dir / "result.json"
-    if not path.is_file():
-        return RecordedRun("new")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return RecordedRun("incomplete")  # unreadable: rerun it, --resume decides from the checkpoint
-    if not isinstance(record, dict):
-        return RecordedRun("incomplete")
-    status = record.get("status")
-    if record.get("config_hash") != expected_hash:
-        return RecordedRun("conflict", record)
-    if status == "finished":
-        return RecordedRun("finished", record)
-    if status == "running" and _alive(record.get("pid"), record.get("host")):
-        return RecordedRun("running", record)
-    return RecordedRun("failed" if status == "failed" else "incomplete", record)
-
-
-def _alive(pid: object, host: object) -> bool:
-    """A process of that id runs on this host (a killed run keeps `status: running` with a dead pid)."""
-    if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 # --- devices ---------------------------------------------------------------------------------------------------

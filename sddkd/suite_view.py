@@ -15,7 +15,8 @@ from rich.live import Live
 from rich.table import Table
 
 from sddkd.report_data import run_state
-from sddkd.suite_runner import RunProgress, SuiteOutcome, SuitePlan, read_run_state
+from sddkd.runs import read_run_state
+from sddkd.suite_runner import RunProgress, SuiteOutcome, SuitePlan
 from sddkd.suite_slurm import Submission, read_submission
 
 RUN_STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",

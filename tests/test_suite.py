@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from sddkd import suite_runner
 from sddkd.cli import app
 from sddkd.config import config_hash, load_config
+from sddkd.runs import read_run_state
 from sddkd.suite import (
     SuiteError,
     list_suites,
@@ -30,7 +31,7 @@ from sddkd.suite import (
     status_rows,
     suite_command,
 )
-from sddkd.suite_runner import RESOLVED_CONFIG_FILE, read_run_state, resolve_devices, write_resolved_config
+from sddkd.suite_runner import RESOLVED_CONFIG_FILE, resolve_devices, write_resolved_config
 
 runner = CliRunner()
 
