@@ -138,12 +138,14 @@ def _run_steps(
     return outputs, initial, torch.cat([p.detach().flatten() for p in backbone.parameters()])
 
 
-def _check_compiled_step_matches_the_eager_step(device: str, loss_tolerance: float, weight_tolerance: float) -> None:
+def _check_compiled_step_matches_the_eager_step(
+    device: str, loss_tolerance: float, weight_tolerance: float, amp: str = "off"
+) -> None:
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, NUM_CLASSES, (n,), generator=gen))
                for n in (8, 8, 8, 5)]  # fmt: skip
-    eager, initial, want = _run_steps(False, batches, device)
-    compiled, _, got = _run_steps(True, batches, device)
+    eager, initial, want = _run_steps(False, batches, device, amp)
+    compiled, _, got = _run_steps(True, batches, device, amp)
     for (want_terms, want_finite, want_correct), (got_terms, got_finite, got_correct) in zip(eager, compiled):
         torch.testing.assert_close(got_terms, want_terms, atol=loss_tolerance, rtol=loss_tolerance)
         assert bool(got_finite) and bool(want_finite) and int(got_correct) == int(want_correct)
@@ -158,6 +160,14 @@ def test_compiled_step_matches_the_eager_step():
     The weights' total change agrees within 2%: an activation within rounding of a ReLU kink legitimately sends
     single gradient elements either way, and lr 0.05 with momentum carries that into later steps."""
     _check_compiled_step_matches_the_eager_step("cpu", 1e-4, 0.02)
+
+
+@pytest.mark.slow
+def test_compiled_bf16_step_matches_the_eager_bf16_step():
+    """What CUDA runs by default, bf16 autocast under torch.compile, here through inductor's CPU backend: loss terms
+    within 3e-3 and the weights' total change within 10% of the eager bf16 step over four steps (measured: 1e-3
+    and 3.4%; inductor keeps some intermediates in float32 where eager rounds them to bf16)."""
+    _check_compiled_step_matches_the_eager_step("cpu", 3e-3, 0.1, amp="bf16")
 
 
 def test_bf16_autocast_step_stays_close_to_the_fp32_step():
