@@ -70,14 +70,18 @@ def _data_config(run_cfg: RunConfig | None, dataset: str | None, data_root: Path
 def evaluate(
     model: nn.Module, loader: Any, placement: Placement, dist: DistContext, scales: Scales = (1,)
 ) -> dict[str, Any]:
-    """Top-1/top-5 (%) of the global logits; with several scales also each scale's mean per-cell top-1 (%)."""
+    """Top-1/top-5 (%) of the global logits; with several scales also each scale's mean per-cell top-1 (%).
+
+    Always in float32, whatever precision the run trains in: the accuracy a run reports is the full-precision
+    model's, as in the published tables, and a teacher measures the same in every run that distils from it.
+    """
     model.eval()
     device = placement.device
     correct1 = torch.zeros((), device=device, dtype=torch.float64)
     correct5 = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
     cell_correct = torch.zeros(num_regions(scales), device=device, dtype=torch.float64)
-    with torch.inference_mode(), placement.autocast():
+    with torch.inference_mode():
         for images, labels in loader:
             images = placement.images(images)
             if len(scales) > 1:
