@@ -33,6 +33,7 @@ from sddkd.config import KDMethod, RunConfig, load_config
 from sddkd.distill import RegionModel, distill_weight
 from sddkd.distributed import DistContext
 from sddkd.engine import make_train_step, prepare_teacher, train_epoch
+from sddkd.errors import UserError
 from sddkd.evaluation import evaluate
 from sddkd.fastpath import make_optimizer
 from sddkd.models import create_model, region_logits
@@ -322,7 +323,7 @@ def run_bench(
     return result
 
 
-app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command()
@@ -346,8 +347,12 @@ def main(
     evaluation: Annotated[bool, typer.Option("--eval/--no-eval", help="Time the evaluation pass too.")] = True,
 ) -> None:
     """Time the engine's training step against the reference-style loop; print one JSON object."""
-    result = run_bench(device, steps, batch_size, pair, M, compile, amp, channels_last, warmup, rounds, workers,
-                       baseline, evaluation)  # fmt: skip
+    try:
+        result = run_bench(device, steps, batch_size, pair, M, compile, amp, channels_last, warmup, rounds, workers,
+                           baseline, evaluation)  # fmt: skip
+    except UserError as exc:  # a bad option: one sentence and exit 2, as the sddkd commands do
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     print(json.dumps(result))
 
 

@@ -206,6 +206,16 @@ def test_bench_prints_one_json_object():
     assert report["settings"]["M"] == "1,2,4" and report["settings"]["batch_size"] == 8
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--amp", "fp16"], "engine.amp: Input should be 'auto', 'bf16' or 'off'"),
+     (["--pair", "res32x4_res8x5"], "unknown preset"), (["--M", "2,4"], "M must")],
+)  # fmt: skip
+def test_bench_refuses_bad_options_in_one_line(args: list[str], message: str):
+    result = CliRunner().invoke(bench_app, ["--device", "cpu", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_engine_step_never_waits_for_the_gpu():
