@@ -1,8 +1,6 @@
-"""Atomic checkpoint and record files: a crash never leaves a half-written file behind.
+"""Checkpoints and RNG state: saved atomically through `sddkd.files` (a crash never leaves half a checkpoint).
 
-Everything is written to a temporary file in the target's directory, flushed to disk, then renamed over the
-target (os.replace is atomic on POSIX and Windows). Checkpoints hold only tensors and plain Python values, so
-they load with `torch.load(..., weights_only=True)`.
+Checkpoints hold only tensors and plain Python values, so they load with `torch.load(..., weights_only=True)`.
 """
 
 from __future__ import annotations

@@ -258,10 +258,8 @@ def block_dependents(progress: dict[str, RunProgress]) -> None:
 
 
 def write_resolved_config(plan: SuitePlan, run: PlannedRun) -> Path:
-    """The run's fully resolved config as a preset file the child trains from (written atomically)."""
-    run_dir = plan.run_dir(run)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RESOLVED_CONFIG_FILE
+    """The run's fully resolved config as a preset file the child trains from."""
+    path = plan.run_dir(run) / RESOLVED_CONFIG_FILE  # written atomically, its folder created if missing
     header = f"# Resolved by `sddkd suite {plan.name}` (config hash {run.config_hash}, from {run.preset}).\n"
     text = header + yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False)
     return write_text_atomic(path, text)

@@ -262,6 +262,5 @@ def read_marker(root: Path, dataset: str) -> dict[str, Any] | None:
 
 def write_marker(root: Path, dataset: str, fields: dict[str, Any]) -> None:
     path = marker_path(root, dataset)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, **fields, "prepared": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(path, payload)
