@@ -5,7 +5,7 @@
 #   bench-eager.json    python -m sddkd.bench --no-compile   (engine: bf16, channels_last, fused SGD, folded teacher)
 #   bench-compile.json  python -m sddkd.bench --compile      (the same plus torch.compile with CUDA graphs)
 #   suite-k1.json, suite-k5.json   `sddkd suite smoke` (6 small runs) with --per-device 1 and 5: runs per hour
-#   gpu-tests.log       pytest -m gpu tests/test_fastpath.py: the CUDA-graph step against the eager step, on CUDA
+#   gpu-tests.log       pytest -m gpu tests/engine/test_step.py: the CUDA-graph step against the eager step, on CUDA
 #   compile-train.log   a short `sddkd train` with engine.compile=true (partial last batch, evaluation, checkpoints)
 # Every step has its own time limit (they add up to 7.5 minutes), so a hang costs that step only.
 set -u
@@ -34,8 +34,8 @@ bench() {  # $1: name, $2: time limit (s), rest: bench options
 bench eager 80 --no-compile
 bench compile 150 --compile --warmup 10
 
-log "gpu tests: python -m pytest -q -m gpu tests/test_fastpath.py tests/test_losses.py"
-timeout 60 python -m pytest -q -m gpu tests/test_fastpath.py tests/test_losses.py > "$RESULTS/gpu-tests.log" 2>&1 \
+log "gpu tests: python -m pytest -q -m gpu tests/engine/test_step.py tests/test_losses.py"
+timeout 60 python -m pytest -q -m gpu tests/engine/test_step.py tests/test_losses.py > "$RESULTS/gpu-tests.log" 2>&1 \
   || log "gpu tests FAILED or timed out (see gpu-tests.log)"
 tail -n 1 "$RESULTS/gpu-tests.log" | tee -a "$RESULTS/log.txt"
 

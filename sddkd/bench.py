@@ -7,7 +7,7 @@ untrained weights on generated CIFAR-shaped data (100 classes), in one process, 
 (a) engine: the engine's own `train_epoch` and `TrainStep` with its GPU-resident loader (what `sddkd train` runs);
 (b) baseline: torchvision PIL transforms in a DataLoader with workers, fp32, `.item()` / `.cpu()` every step and a
     Python loop over the batch to build the SDD masks, as the reference trainers (RepDistiller / mdistiller / the
-    SDD fork) do. It computes the same loss as (a) (tests/test_fastpath.py checks it).
+    SDD fork) do. It computes the same loss as (a) (tests/engine/test_step.py checks it).
 After a warm-up the loops alternate for `--rounds` rounds of `--steps` steps; each figure is the median round.
 """
 
@@ -30,14 +30,14 @@ import typer
 from torch import Tensor, nn
 
 from sddkd.config import KDMethod, RunConfig, load_config
-from sddkd.distill import RegionModel, distill_weight
-from sddkd.distributed import DistContext
-from sddkd.engine import make_train_step, prepare_teacher, train_epoch
+from sddkd.engine.distill import RegionModel, distill_weight
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.evaluation import evaluate
+from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
+from sddkd.engine.placement import Placement, build_data, resolve_placement
+from sddkd.engine.step import make_optimizer
 from sddkd.errors import UserError
-from sddkd.evaluation import evaluate
-from sddkd.fastpath import make_optimizer
 from sddkd.models import create_model, region_logits
-from sddkd.placement import Placement, build_data, resolve_placement
 
 CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES, EPOCHS = 50_000, 10_000, 240
 

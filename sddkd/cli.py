@@ -78,7 +78,7 @@ def fetch_teachers_command(
 
     CUB-200 teachers are only on a Baidu Pan share: pass what you downloaded with --source, or train them.
     """
-    from sddkd.teacher_sources import fetch_teachers, status_report
+    from sddkd.teachers.sources import fetch_teachers, status_report
 
     with user_errors():
         statuses = fetch_teachers(dataset, arch or (), source=source, sha256=sha256, force=force)
@@ -171,7 +171,7 @@ def train_command(
     except config.ConfigError as exc:
         fail(str(exc))
     with user_errors():
-        from sddkd.engine import train
+        from sddkd.engine.loop import train
 
         record = train(cfg, out, resume=resume, console=err_console)
     if record.get("status") != "finished":
@@ -199,7 +199,7 @@ def eval_command(
 ) -> None:
     """Evaluate a checkpoint: top-1 / top-5, and each region scale's accuracy for multi-scale models."""
     with user_errors():
-        from sddkd.evaluation import evaluate_checkpoint
+        from sddkd.engine.evaluation import evaluate_checkpoint
 
         result = evaluate_checkpoint(
             checkpoint, dataset=dataset, data_root=data_root, arch=arch, scales=scales, device=device,
@@ -295,8 +295,8 @@ def suite_command(
         "extra": tuple(slurm_option) if slurm_option else None,
     }  # fmt: skip
     with user_errors():
-        from sddkd.suite import suite_command as run_suite_command
-        from sddkd.suite_slurm import SlurmOptions
+        from sddkd.suite.plan import suite_command as run_suite_command
+        from sddkd.suite.slurm import SlurmOptions
 
         given = {key: value for key, value in slurm_given.items() if value is not None}
         slurm = SlurmOptions(**given) if given else None
@@ -331,7 +331,7 @@ def report_command(
     ] = False,
 ) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
-    from sddkd.report import ReportError, generate_report, render, render_table
+    from sddkd.report.render import ReportError, generate_report, render, render_table
 
     try:
         report = generate_report(runs_dir, out_dir=out, plots=plots)

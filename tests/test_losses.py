@@ -18,7 +18,7 @@ from sddkd.losses import (
     standardize,
 )
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "loss_golden.json").read_text())["cases"]
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "loss_golden.json").read_text())["cases"]
 ALPHA, BETA = 1.0, 8.0  # the DKD weights the golden values were computed with
 
 

@@ -8,12 +8,12 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from sddkd.checkpoint import load_checkpoint
 from sddkd.config import DataConfig, EngineConfig, RunConfig
-from sddkd.distributed import DistContext
+from sddkd.engine.checkpoint import load_checkpoint
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.errors import UserError
 from sddkd.models import ImageClassifier, region_logits
-from sddkd.placement import Placement, build_data, resolve_placement
 from sddkd.scales import Scales, num_regions, parse_scales
 
 
@@ -48,7 +48,7 @@ def evaluate_checkpoint(
     placement = resolve_placement(EngineConfig(device=device))
     dist = DistContext()
     spec, _, test_loader = build_data(data_cfg, batch_size, placement.device, 0, dist, train=False)
-    from sddkd.teachers import load_teacher
+    from sddkd.teachers.store import load_teacher
 
     model, _info = load_teacher(path, arch, spec.model_dataset, spec.num_classes)
     model = model.to(placement.device)

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sddkd.report_data import run_state
+from sddkd.report.records import run_state
 from sddkd.runs import read_run_state
-from sddkd.suite_runner import RunProgress, SuiteOutcome, SuitePlan
-from sddkd.suite_slurm import Submission, read_submission
+from sddkd.suite.runner import RunProgress, SuiteOutcome, SuitePlan
+from sddkd.suite.slurm import Submission, read_submission
 
 RUN_STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",
                     "blocked": "red"}  # fmt: skip

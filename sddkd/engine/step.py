@@ -20,10 +20,10 @@ from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from sddkd.config import OptimConfig
-from sddkd.distill import LossFn, teacher_regions
-from sddkd.distributed import DistContext
+from sddkd.engine.distill import LossFn, teacher_regions
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.placement import Placement
 from sddkd.models.base import ImageClassifier
-from sddkd.placement import Placement
 from sddkd.scales import Scales
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""One rank of the `sddkd` command under torchrun, for tests/test_distributed.py (not a test module itself).
+"""One rank of the `sddkd` command under torchrun, for tests/engine/test_distributed.py (not a test module itself).
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py \
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/engine/ddp_worker.py \
         [--stop-after-epoch N] train --preset ... [--set student=bn_free_net ...]
 
 It registers `bn_free_net`, a small CNN without BatchNorm, then runs the CLI. Without BatchNorm a rank's forward
@@ -17,7 +17,8 @@ import sys
 import torch
 from torch import Tensor, nn
 
-from sddkd import cli, engine
+import sddkd.engine.loop as loop
+from sddkd import cli
 from sddkd.models import ImageClassifier
 from sddkd.models.registry import register_model
 
@@ -47,7 +48,7 @@ def bn_free_net(num_classes: int, dataset: str) -> nn.Module:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)  # two ranks share the two cores of a CI machine
     if argv[:1] == ["--stop-after-epoch"]:
-        engine.train = functools.partial(engine.train, stop_after_epoch=int(argv[1]))  # type: ignore[assignment]
+        loop.train = functools.partial(loop.train, stop_after_epoch=int(argv[1]))  # type: ignore[assignment]
         argv = argv[2:]
     sys.argv = ["sddkd", *argv]
     cli.main()

@@ -1,7 +1,7 @@
-"""The training engine: `train(cfg) -> result record`. With `sddkd.placement` (device, precision, loaders), the only
-module that knows devices, AMP and processes.
+"""The training loop: `train(cfg) -> result record`. With `sddkd.engine.placement` (device, precision, loaders),
+the only module that knows devices, AMP and processes.
 
-One loop serves every method: the method is a loss function of region logits (`sddkd.distill`), never a trainer
+One loop serves every method: the method is a loss function of region logits (`sddkd.engine.distill`), never a trainer
 subclass. The loop keeps everything on the device between epochs: loss sums, accuracy counts and the non-finite
 counter are tensors, read back once per epoch, so a step never waits for the GPU.
 """
@@ -19,15 +19,16 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from sddkd.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sddkd.config import OptimConfig, RunConfig, config_hash
-from sddkd.distill import RegionModel, make_loss_fn
-from sddkd.distributed import DistContext
+from sddkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sddkd.engine.distill import RegionModel, make_loss_fn
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.evaluation import evaluate
+from sddkd.engine.placement import Placement, build_data, resolve_placement
+from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer
+from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
 from sddkd.errors import UserError
-from sddkd.evaluation import evaluate
-from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
 from sddkd.models import create_model
-from sddkd.placement import Placement, build_data, resolve_placement
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -39,7 +40,6 @@ from sddkd.runs import (
     save_record,
     truncate_metrics,
 )  # fmt: skip
-from sddkd.tracking import TensorBoardLog, require_tensorboard
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
 
@@ -137,14 +137,15 @@ def _progress_bar(enabled: bool, console: Console, total_steps: int) -> Iterator
 
 
 def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
-    from sddkd import teachers
+    from sddkd.teachers.sources import missing_teacher_message
+    from sddkd.teachers.store import find_teacher, load_teacher
 
     assert cfg.teacher is not None
     arch, dataset = cfg.teacher.arch, cfg.data.name
-    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else teachers.find_teacher(dataset, arch)
+    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else find_teacher(dataset, arch)
     if path is None:
-        raise UserError(teachers.missing_teacher_message(dataset, arch))
-    teacher, info = teachers.load_teacher(path, arch, spec.model_dataset, spec.num_classes)
+        raise UserError(missing_teacher_message(dataset, arch))
+    teacher, info = load_teacher(path, arch, spec.model_dataset, spec.num_classes)
     return prepare_teacher(teacher, placement), info
 
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sddkd.anchors import scales_label
 from sddkd.files import write_bytes_atomic
-from sddkd.report_data import METHOD_ORDER, Report, ReportError, Row, Run
+from sddkd.report.anchors import scales_label
+from sddkd.report.records import METHOD_ORDER, Report, ReportError, Row, Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,7 +1,7 @@
 """Suites: a named list of runs (data, not code), expanded into a plan of fully resolved runs, then executed.
 
-A suite is a YAML file: the shipped ones live in `sddkd/suites/<name>.yaml`; any other file with the same schema
-works too. Schema (every key but `runs` optional; unknown keys are errors):
+A suite is a YAML file: the shipped ones live in `sddkd/suite/definitions/<name>.yaml`; any other file with the
+same schema works too. Schema (every key but `runs` optional; unknown keys are errors):
 
     description: what the suite reproduces
     teachers: store          # store: distil from the teacher store (default); train: train every teacher first
@@ -39,7 +39,7 @@ from rich.console import Console
 
 from sddkd.config import ConfigError, RunConfig, config_hash, load_config, load_yaml, resolve_preset, run_name
 from sddkd.scales import Scales, format_scales, parse_scales
-from sddkd.suite_runner import (
+from sddkd.suite.runner import (
     PlannedRun,
     SuiteError,
     SuiteOutcome,
@@ -48,8 +48,8 @@ from sddkd.suite_runner import (
     default_store,
     run_suite,
 )
-from sddkd.suite_slurm import SlurmOptions, require_submitit, submit_suite
-from sddkd.suite_view import (
+from sddkd.suite.slurm import SlurmOptions, require_submitit, submit_suite
+from sddkd.suite.view import (
     LiveStatus,
     plan_rows,
     plan_table,
@@ -121,7 +121,7 @@ class SuiteSource:
 
 
 def suites_root() -> Path:
-    return Path(str(resources.files("sddkd") / "suites"))
+    return Path(str(resources.files("sddkd.suite") / "definitions"))
 
 
 def list_suites() -> list[str]:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sddkd.config import DataConfig, EngineConfig
-from sddkd.distributed import DistContext
+from sddkd.engine.distributed import DistContext
 from sddkd.errors import UserError
 
 

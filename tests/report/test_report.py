@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sddkd.anchors import lookup
 from sddkd.cli import app
-from sddkd.report import generate_report
-from sddkd.report_data import ReportError, Row, build_report, run_state
+from sddkd.report.anchors import lookup
+from sddkd.report.records import ReportError, Row, build_report, run_state
+from sddkd.report.render import generate_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PAIR = {"dataset": "cifar100", "teacher": "resnet32x4", "student": "resnet8x4"}
@@ -245,7 +245,7 @@ def test_missing_matplotlib_is_one_line(runs_dir: Path, tmp_path: Path, monkeypa
 def test_report_never_imports_torch(runs_dir: Path) -> None:
     script = (
         "import sys\n"
-        "import sddkd.report, sddkd.report_data, sddkd.anchors\n"
+        "import sddkd.report.render, sddkd.report.records, sddkd.report.anchors\n"
         "from typer.testing import CliRunner\n"
         "from sddkd.cli import app\n"
         f"result = CliRunner().invoke(app, ['report', {str(runs_dir)!r}, '--format', 'json'])\n"

@@ -17,11 +17,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sddkd import suite_runner
+import sddkd.suite.runner as suite_runner
 from sddkd.cli import app
 from sddkd.config import config_hash, load_config
 from sddkd.runs import read_run_state
-from sddkd.suite import (
+from sddkd.suite.plan import (
     SuiteError,
     list_suites,
     load_suite,
@@ -31,7 +31,7 @@ from sddkd.suite import (
     status_rows,
     suite_command,
 )
-from sddkd.suite_runner import RESOLVED_CONFIG_FILE, resolve_devices, write_resolved_config
+from sddkd.suite.runner import RESOLVED_CONFIG_FILE, resolve_devices, write_resolved_config
 
 runner = CliRunner()
 
@@ -402,12 +402,12 @@ def test_a_killed_suite_resumes_the_unfinished_run(tmp_path, fake):
     out = tmp_path / "logs"
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(f"""
-        from sddkd.suite import load_suite, plan_suite, run_suite
+        from sddkd.suite.plan import load_suite, plan_suite, run_suite
         outcome = run_suite(plan_suite(load_suite({str(path)!r}), out={str(out)!r}), devices="cpu",
                             launcher={fake.launcher!r})
         raise SystemExit(130 if outcome.interrupted else 0)
     """))  # fmt: skip
-    env = {**os.environ, "FAKE_HANG": "*-s1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "FAKE_HANG": "*-s1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     suite = subprocess.Popen([sys.executable, str(driver)], env=env)
     hung = out / "synthetic-vanilla-resnet8-s1" / "result.json"
     deadline = time.monotonic() + 20

@@ -98,6 +98,6 @@ def make_loss_fn(method: Method) -> LossFn:
 
 def teacher_regions(teacher: nn.Module, images: Tensor, scales: Scales) -> Tensor:
     """The frozen teacher's region logits `[B, K, N]`, computed in inference mode (no autograd bookkeeping)."""
-    network = cast(ImageClassifier, teacher)  # a registered model, possibly BN-folded (sddkd.fastpath)
+    network = cast(ImageClassifier, teacher)  # a registered model, possibly BN-folded (sddkd.engine.step)
     with torch.inference_mode():
         return region_logits(network, network.forward_features(images), scales)

@@ -29,14 +29,15 @@ from rich.table import Table
 from rich.text import Text
 
 from sddkd.download import download, file_digest, is_url, verify_digest
-from sddkd.teachers import (
+from sddkd.teachers.loading import TeacherError
+from sddkd.teachers.store import (
     PUBLISHED_TOP1,
-    TeacherError,
     find_teacher,
     read_index,
     record_source,
     register_teacher,
     sddkd_home,
+    store_dir,
     store_path,
 )  # fmt: skip
 
@@ -363,3 +364,8 @@ def status_report(statuses: Sequence[TeacherStatus]) -> Group:
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
+
+
+def missing_teacher_message(dataset: str, arch: str) -> str:
+    """Why no teacher was found for (dataset, arch), and how to get one: fetch it, download it by hand, or train it."""
+    return f"no {arch} teacher for {dataset} in {store_dir()}: {missing_note(dataset, arch, None)}"

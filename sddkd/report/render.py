@@ -4,8 +4,8 @@ Each row is one (dataset, teacher -> student, method, M, epochs) group, over its
 - best: top-1 at the best epoch, the convention of DKD, LSKD and SDD (and of the published numbers);
 - last: top-1 at the last epoch, RepDistiller's convention;
 both as mean ± sample std; Δ M=(1) = best mean minus the same pair, method and epochs at M=(1); published =
-the paper's number (`sddkd.anchors`, "—" when none) and Δ published = best mean minus it. Runs not finished
-(`running`, `failed`, `incomplete`: see `sddkd.report_data`) are counted in their row and listed apart.
+the paper's number (`sddkd.report.anchors`, "—" when none) and Δ published = best mean minus it. Runs not finished
+(`running`, `failed`, `incomplete`: see `sddkd.report.records`) are counted in their row and listed apart.
 Files are written atomically: report.md, report.csv, report.json and, with plots, plots/*.png.
 """
 
@@ -24,9 +24,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sddkd.anchors import scales_label
 from sddkd.files import write_bytes_atomic
-from sddkd.report_data import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
+from sddkd.report.anchors import scales_label
+from sddkd.report.records import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
 from sddkd.scales import Scales, format_scales
 
 FileFormat = Literal["md", "csv", "json"]
@@ -44,7 +44,7 @@ def generate_report(
 ) -> Report:
     """Summarise `runs_dir`; write report.{md,csv,json} (and plots/*.png) into `out_dir` (or runs_dir)."""
     if plots:
-        from sddkd.report_plots import require_matplotlib
+        from sddkd.report.plots import require_matplotlib
 
         require_matplotlib()  # before any work, so a missing extra costs nothing
     out_dir = out_dir or runs_dir
@@ -52,7 +52,7 @@ def generate_report(
         raise ReportError(f"--out {out_dir} is a file: pass a folder")
     report = build_report(runs_dir, now)
     if plots:
-        from sddkd.report_plots import write_plots
+        from sddkd.report.plots import write_plots
 
         report.files.extend(write_plots(report, out_dir / "plots"))
     for fmt, name in REPORT_FILES.items():

@@ -13,7 +13,7 @@ from torch import nn
 
 from sddkd.models import DATASETS, create_model, list_models, region_logits
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "fixtures"
 MANIFESTS = {ds: json.loads((DATA / f"{ds}_state_dicts.json").read_text()) for ds in ("cifar100", "cub200")}
 NUM_CLASSES = {"cifar100": 100, "cub200": 200, "imagenet": 1000}
 NATIVE_SIZE = {"cifar100": 32, "cub200": 224, "imagenet": 224}

@@ -17,17 +17,9 @@ from typer.testing import CliRunner
 
 from sddkd import cli
 from sddkd.models import create_model
-from sddkd.teacher_sources import fetch_teachers
-from sddkd.teachers import (
-    TeacherError,
-    find_teacher,
-    load_teacher,
-    missing_teacher_message,
-    read_checkpoint,
-    read_index,
-    register_teacher,
-    store_path,
-)
+from sddkd.teachers.loading import TeacherError, read_checkpoint
+from sddkd.teachers.sources import fetch_teachers, missing_teacher_message
+from sddkd.teachers.store import find_teacher, load_teacher, read_index, register_teacher, store_path
 from tests.local_http import LocalServer, closed_port_url
 
 ARCHS = ("resnet56", "wrn_40_2")  # two published CIFAR-100 teachers, small enough for a fast test
@@ -135,7 +127,7 @@ def test_store_detects_a_changed_file_and_hashes_only_when_mtime_moves(
     path = store_path("cifar100", "resnet56")
 
     calls = []
-    import sddkd.teachers as teachers
+    import sddkd.teachers.store as teachers
 
     real_digest = teachers.file_digest
     monkeypatch.setattr(teachers, "file_digest", lambda *a: calls.append(a) or real_digest(*a))
@@ -255,7 +247,7 @@ def test_imagenet_teacher_from_a_local_torchvision_file(home: Path, tmp_path: Pa
 def test_imagenet_teacher_downloaded_and_hash_checked_like_torchvision(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sddkd.teacher_sources as sources
+    import sddkd.teachers.sources as sources
 
     data = saved(create_model("mobilenet_v2", num_classes=1000, dataset="imagenet").state_dict())
     name = f"mobilenet_v2-{hashlib.sha256(data).hexdigest()[:8]}.pth"  # torch.hub's naming: sha256 prefix

@@ -1,10 +1,10 @@
 """One run on several processes: torchrun with gloo on the CPU gives the single-process result, rank 0 alone writes
 and prints, a run resumes under torchrun, and bad input fails every rank with one clear error.
 
-Why the weights can be compared tightly: the model here (`bn_free_net`, tests/ddp_worker.py) has no BatchNorm, so a
-rank's forward depends on its own samples only. With the global batch split evenly, DDP's mean of the ranks' mean
-gradients is the global mean gradient; the data layer gives the ranks' step-s shards whose union is the
-single-process step-s batch, with the same crops and flips. What remains is float32 summation order, about 1e-7
+Why the weights can be compared tightly: the model here (`bn_free_net`, tests/engine/ddp_worker.py) has no
+BatchNorm, so a rank's forward depends on its own samples only. With the global batch split evenly, DDP's mean of
+the ranks' mean gradients is the global mean gradient; the data layer gives the ranks' step-s shards whose union is
+the single-process step-s batch, with the same crops and flips. What remains is float32 summation order, about 1e-7
 relative per step, hence a tolerance of 1e-5 (abs) / 1e-4 (rel) after 8 SGD steps. With BatchNorm the two runs
 differ by design: each GPU normalises with the statistics of its own shard (plain BatchNorm, as the reference
 ImageNet recipes train), so such weights are not expected to agree.
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sddkd.checkpoint import load_checkpoint
-from sddkd.distributed import DistContext
+from sddkd.engine.checkpoint import load_checkpoint
+from sddkd.engine.distributed import DistContext
 
-REPO = Path(__file__).resolve().parent.parent
-WORKER = REPO / "tests" / "ddp_worker.py"
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 PRESET = "synthetic/vanilla/resnet8"
 # 4 classes x 16 = 64 training images, global batch 16: 4 steps per epoch, 8 images per rank and step.
 # fp32: the tolerances below are float32 summation-order ones (bf16 would round each rank's half batch differently).

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sddkd.checkpoint import load_checkpoint
 from sddkd.config import EngineConfig, RunConfig, load_config
-from sddkd.distill import distill_weight
-from sddkd.engine import lr_at, train
+from sddkd.engine.checkpoint import load_checkpoint
+from sddkd.engine.distill import distill_weight
+from sddkd.engine.loop import lr_at, train
+from sddkd.engine.placement import native_bf16, resolve_placement
 from sddkd.errors import UserError
-from sddkd.placement import native_bf16, resolve_placement
 
 TINY_DATA = [
     "data.synthetic.num_classes=5",
@@ -136,7 +136,7 @@ def test_teacher_of_the_wrong_architecture_is_refused(smoke_teacher: Path, tmp_p
 
 
 def test_teacher_logits_do_not_depend_on_the_batch(smoke_teacher: Path):
-    from sddkd.teachers import load_teacher
+    from sddkd.teachers.store import load_teacher
 
     teacher, _ = load_teacher(smoke_teacher, "resnet20", "cifar100", 10)
     images = torch.randn(12, 3, 32, 32)

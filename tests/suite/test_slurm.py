@@ -15,13 +15,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sddkd import suite_slurm
+import sddkd.suite.slurm as suite_slurm
 from sddkd.cli import app
-from sddkd.engine import train
-from sddkd.suite import load_suite, plan_suite, status_rows
-from sddkd.suite_runner import SuiteError
-from sddkd.suite_slurm import RunTask, SlurmOptions, slurm_minutes, submit_suite
-from sddkd.suite_view import print_submission, status_table
+from sddkd.engine.loop import train
+from sddkd.suite.plan import load_suite, plan_suite, status_rows
+from sddkd.suite.runner import SuiteError
+from sddkd.suite.slurm import RunTask, SlurmOptions, slurm_minutes, submit_suite
+from sddkd.suite.view import print_submission, status_table
 
 submitit = pytest.importorskip("submitit")
 runner = CliRunner()

@@ -14,13 +14,13 @@ from sddkd.bench import app as bench_app
 from sddkd.bench import reference_sdd_kd_loss
 from sddkd.config import load_config
 from sddkd.data import ArrayLoader
-from sddkd.distill import RegionModel, make_loss_fn, teacher_regions
-from sddkd.distributed import DistContext
-from sddkd.engine import make_train_step, prepare_teacher
-from sddkd.fastpath import FoldedModel, TrainStep, fold_batchnorm, make_optimizer
+from sddkd.engine.distill import RegionModel, make_loss_fn, teacher_regions
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.loop import make_train_step, prepare_teacher
+from sddkd.engine.placement import resolve_placement
+from sddkd.engine.step import FoldedModel, TrainStep, fold_batchnorm, make_optimizer
 from sddkd.losses import sdd_kd_loss
 from sddkd.models import create_model, list_models, region_logits
-from sddkd.placement import resolve_placement
 
 NUM_CLASSES = 10
 PRESET = "synthetic/sdd_kd_lskd/res20_res8"

@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from sddkd.files import write_json_atomic
-from sddkd.suite_runner import (
+from sddkd.suite.runner import (
     LOG_FILE,
     STOP_GRACE_SECONDS,
     PlannedRun,

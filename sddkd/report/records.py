@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from sddkd.anchors import Anchor, lookup
 from sddkd.errors import UserError
+from sddkd.report.anchors import Anchor, lookup
 from sddkd.runs import pid_alive
 from sddkd.scales import Scales, parse_scales
 
