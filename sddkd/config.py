@@ -240,7 +240,10 @@ def presets_root() -> Path:
 def list_presets() -> list[str]:
     """Names like `cifar100/sdd_kd_lskd/res32x4_res8x4`, sorted."""
     root = presets_root()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    names = sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    if not names:  # a build that left the package data out: say so rather than list nothing
+        raise ConfigError(f"no presets found in {root}: this installation of sddkd is incomplete; reinstall it")
+    return names
 
 
 def resolve_preset(name: str) -> Path:
