@@ -153,7 +153,9 @@ class EngineConfig(StrictModel):
     # bf16 forces it, off keeps fp32. Losses are float32 either way; result.json records what ran.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | None = None  # None: on (NHWC suits cuDNN and oneDNN)
-    compile: bool = False
+    # auto: compiled (with CUDA graphs) on CUDA, eager on the CPU; true/false force it. If compiling fails the run
+    # continues eagerly with one warning, and result.json's `execution.compile` says which ran.
+    compile: bool | Literal["auto"] = "auto"
     nonfinite: Literal["fail", "skip"] = "fail"  # a step whose loss is NaN/inf: stop the run, or skip its update
     eval_every: int = Field(1, ge=1)  # epochs between evaluations (the last epoch is always evaluated)
     progress: bool = True
