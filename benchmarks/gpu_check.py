@@ -43,11 +43,12 @@ def epoch(device: str, out: Path, images: int) -> dict[str, Any]:
     from sddkd.engine import train
 
     per_class = max(images // 100, 1)
+    test_per_class = max(per_class // 5, 1)  # CIFAR-100: 500 train and 100 test images per class
     teacher = _teacher_file("resnet32x4", 100, out / "teacher-resnet32x4.pth")
     cfg = load_config(
         "res32x4_res8x4", scales="1,2,4", dataset="synthetic",
         overrides=[f"engine.device={device}", "engine.progress=false", "optim.epochs=1",
-                   f"data.synthetic.train_per_class={per_class}", f"data.synthetic.test_per_class={max(per_class // 5, 1)}",
+                   f"data.synthetic.train_per_class={per_class}", f"data.synthetic.test_per_class={test_per_class}",
                    f"teacher.checkpoint={teacher}"],
     )  # fmt: skip
     start = time.perf_counter()
