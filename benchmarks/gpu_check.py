@@ -42,6 +42,7 @@ def epoch(device: str, out: Path, images: int) -> dict[str, Any]:
     from sddkd.config import load_config
     from sddkd.engine import train
 
+    out.mkdir(parents=True, exist_ok=True)
     per_class = max(images // 100, 1)
     test_per_class = max(per_class // 5, 1)  # CIFAR-100: 500 train and 100 test images per class
     teacher = _teacher_file("resnet32x4", 100, out / "teacher-resnet32x4.pth")
@@ -70,9 +71,10 @@ def resume(device: str, out: Path) -> dict[str, Any]:
     from sddkd.config import load_config
     from sddkd.engine import train
 
+    tiny = ["data.synthetic.train_per_class=16", "data.synthetic.test_per_class=4"] if device == "cpu" else []
     cfg = load_config(
         "synthetic/vanilla/resnet8",
-        overrides=[f"engine.device={device}", "engine.progress=false", "optim.epochs=2"],
+        overrides=[f"engine.device={device}", "engine.progress=false", "optim.epochs=2", *tiny],
     )
     first = train(cfg, out / "runs", stop_after_epoch=1)
     result: dict[str, Any] = {"after_interrupt": first["status"], "epochs_done": first.get("epochs_done")}
