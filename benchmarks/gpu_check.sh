@@ -1,83 +1,86 @@
 #!/usr/bin/env bash
-# The GPU figures of benchmarks/README.md, recorded in one go (< 8 minutes on one H100/H200-class GPU).
-# Run from the repository root on a machine with one CUDA GPU:   bash benchmarks/gpu_check.sh [RESULTS_DIR]
-# Writes RESULTS_DIR (default: $OUT if set, else benchmarks/results/gpu) and prints a summary at the end:
-#   bench-eager.json    python -m sddkd.bench --no-compile   (engine: bf16, channels_last, fused SGD, folded teacher)
-#   bench-compile.json  python -m sddkd.bench --compile      (the same plus torch.compile with CUDA graphs)
-#   suite-k1.json, suite-k5.json   `sddkd suite smoke` (6 small runs) with --per-device 1 and 5: runs per hour
-#   gpu-tests.log       pytest -m gpu tests/engine/test_step.py: the CUDA-graph step against the eager step, on CUDA
-#   compile-train.log   a short `sddkd train` with engine.compile=true (partial last batch, evaluation, checkpoints)
-# Every step has its own time limit (they add up to 7.5 minutes), so a hang costs that step only.
+# The GPU figures of benchmarks/README.md in one command, on a machine with no network (< 9 minutes on one H200):
+#
+#   bash benchmarks/gpu_check.sh OUTDIR              # one CUDA GPU; the repo checkout need not be installed
+#   DEVICE=cpu bash benchmarks/gpu_check.sh OUTDIR   # the same steps with tiny sizes on a CPU (tests the script)
+#
+# Needs torch, torchvision, typer, rich, pyyaml, tqdm, numpy and pillow. What is missing of pydantic and pytest (and
+# their dependencies) is installed with --no-index from WHEELS (default benchmarks/wheels, filled on a machine with
+# a package index by benchmarks/fetch_gpu_wheels.sh) into OUTDIR/site, which goes on PYTHONPATH with the repo.
+# Writes OUTDIR/summary.json (every number; benchmarks/README.md says what each means) and one log per step.
+# Every step has its own time limit, so a hang or a failure costs that step only; its status is in the summary.
 set -u
 cd "$(dirname "$0")/.."
-RESULTS="${1:-${OUT:-benchmarks/results/gpu}}"
-mkdir -p "$RESULTS"
-RESULTS="$(cd "$RESULTS" && pwd)"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export SDDKD_HOME="$RESULTS/sddkd_home"  # never touch a real teacher store
-STEPS="${STEPS:-100}"
-DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu STEPS=2 only checks the script itself
-SUITE_DEVICES=$([ "$DEVICE" = cpu ] && echo cpu || echo 0)
-
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$RESULTS/log.txt"; }
-
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "cpus $(nproc)";
-  python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } > "$RESULTS/machine.txt" 2>&1
-log "machine: $(tr '\n' ' ' < "$RESULTS/machine.txt")"
-
-bench() {  # $1: name, $2: time limit (s), rest: bench options
-  local name=$1 limit=$2; shift 2
-  log "bench $name: python -m sddkd.bench --device $DEVICE --steps $STEPS --rounds 3 $*"
-  timeout "$limit" python -m sddkd.bench --device "$DEVICE" --steps "$STEPS" --rounds 3 "$@" \
-    > "$RESULTS/bench-$name.json" 2> "$RESULTS/bench-$name.err" || log "bench $name FAILED (see bench-$name.err)"
-}
-bench eager 80 --no-compile
-bench compile 150 --compile --warmup 10
-
-log "gpu tests: python -m pytest -q -m gpu tests/engine/test_step.py tests/test_losses.py"
-timeout 60 python -m pytest -q -m gpu tests/engine/test_step.py tests/test_losses.py > "$RESULTS/gpu-tests.log" 2>&1 \
-  || log "gpu tests FAILED or timed out (see gpu-tests.log)"
-tail -n 1 "$RESULTS/gpu-tests.log" | tee -a "$RESULTS/log.txt"
-
-suite() {  # $1: concurrent runs per GPU, $2: time limit (s)
-  local k=$1 limit=$2 out="$RESULTS/suite-k$1" start
-  log "suite: python -m sddkd suite smoke --per-device $k --devices $SUITE_DEVICES (a resnet20 teacher, then 5 students)"
-  start=$(date +%s.%N)
-  timeout "$limit" python -m sddkd suite smoke --per-device "$k" --devices "$SUITE_DEVICES" --out "$out" > "$out.log" 2>&1 \
-    || log "suite k=$k did not finish in $limit s (see suite-k$k.log); only finished runs count"
-  python -c '
-import json, pathlib, sys
-out, k, start, end = pathlib.Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-finished = sum(json.loads(p.read_text()).get("status") == "finished" for p in out.glob("*/result.json"))
-print(json.dumps({"per_device": k, "finished_runs": finished, "seconds": round(end - start, 1),
-                  "runs_per_hour": round(3600 * finished / (end - start), 1)}))
-' "$out" "$k" "$start" "$(date +%s.%N)" > "$out.json"
-  log "suite k=$k: $(cat "$out.json")"
-}
-suite 1 70
-suite 5 45
-
-log "train with engine.compile=true (teacher from the k=1 suite)"
-teacher="$RESULTS/suite-k1/synthetic-vanilla-resnet20-s0/checkpoints/best.pt"
-if [ -f "$teacher" ]; then
-  timeout 45 python -m sddkd train --preset synthetic/sdd_kd_lskd/res20_res8 --M 1,2,4 --device "$DEVICE" --epochs 3 \
-    --teacher "$teacher" --out "$RESULTS/compile-train" --set engine.compile=true --set engine.progress=false \
-    > "$RESULTS/compile-train.log" 2>&1 || log "compiled train FAILED or timed out (see compile-train.log)"
-  tail -n 4 "$RESULTS/compile-train.log" | tee -a "$RESULTS/log.txt"
+REPO="$PWD"
+OUT="${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}"
+mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"
+DEVICE="${DEVICE:-cuda}"
+WHEELS="${WHEELS:-$REPO/benchmarks/wheels}"
+PYTHON="${PYTHON:-python3}"
+export SDDKD_HOME="$OUT/sddkd_home"  # never touch a real teacher store
+export PYTHONPATH="$REPO:$OUT/site${PYTHONPATH:+:$PYTHONPATH}"
+export TORCHINDUCTOR_CACHE_DIR="$OUT/inductor-cache"  # compile from scratch: the startup figure is honest
+if [ "$DEVICE" = cpu ]; then  # tiny sizes: every step runs, the numbers mean nothing
+  STEPS=2 WARMUP=1 ROUNDS=1 BATCH=16 PAIR=res20_res8 EPOCH_IMAGES=400 SUITE_DEVICES=cpu SUITE_ARGS=(--epochs 1 --only '*vanilla*')
+  LIMIT_BENCH=600 LIMIT_EAGER=300 LIMIT_EPOCH=300 LIMIT_RESUME=300 LIMIT_TESTS=300 LIMIT_SUITE=300  # slow shared CPUs
 else
-  log "no teacher from the suite: compiled train skipped"
+  STEPS=100 WARMUP=10 ROUNDS=3 BATCH=64 PAIR=res32x4_res8x4 EPOCH_IMAGES=50000 SUITE_DEVICES=0 SUITE_ARGS=(--epochs 2)
+  LIMIT_BENCH=90 LIMIT_EAGER=50 LIMIT_EPOCH=100 LIMIT_RESUME=60 LIMIT_TESTS=50 LIMIT_SUITE=55  # 505 s in all
 fi
+STATUS="$OUT/status.txt"; : > "$STATUS"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/log.txt"; }
+step() {  # $1 name, $2 limit (s), $3 stdout file, rest: command; records ok / failed (rc) / timed out
+  local name=$1 limit=$2 stdout=$3 start rc; shift 3
+  log "$name: $*"; start=$(date +%s)
+  timeout "$limit" "$@" > "$stdout" 2> "$OUT/$name.log"; rc=$?
+  case $rc in 0) state=ok ;; 124|137) state="timed out after ${limit}s" ;; *) state="failed (exit $rc)" ;; esac
+  echo "$name $state $(( $(date +%s) - start ))s" | tee -a "$STATUS" "$OUT/log.txt"
+}
 
-log "summary"
-for name in eager compile; do
-  python -c '
-import json, sys
-r = json.load(open(sys.argv[1]))
-e, b = r["engine"], r["baseline"]
-row = "{:8s} engine {:7.0f} img/s {:6.2f} ms/step {:5.0f} MB | baseline {:6.0f} img/s {:6.2f} ms/step {:5.0f} MB"
-print(row.format(sys.argv[2], e["images_per_s"], e["ms_per_step"], e["peak_memory_mb"], b["images_per_s"],
-                 b["ms_per_step"], b["peak_memory_mb"]), "| ratio {:.2f} | 240 epochs ~{:.0f} min".format(
-                 r["ratio"], r["estimated_240_epoch_minutes"]))
-' "$RESULTS/bench-$name.json" "$name" 2>/dev/null | tee -a "$RESULTS/log.txt" || log "$name: no result"
+# 1. What this machine lacks, from the wheel folder (no network).
+missing=$("$PYTHON" - <<'PY'
+import importlib.util
+print(" ".join(m for m in ("pydantic", "pytest") if importlib.util.find_spec(m) is None))
+PY
+)
+if [ -n "$missing" ]; then
+  step install 60 "$OUT/install.out" "$PYTHON" -m pip install --no-index --find-links "$WHEELS" --target "$OUT/site" $missing
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi";
+  echo "cpus $(nproc)"; "$PYTHON" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+} > "$OUT/machine.txt" 2>&1
+log "machine: $(tr '\n' ' ' < "$OUT/machine.txt")"
+
+# 2. The engine's step against the reference loop, compiled and eager (resnet32x4 -> resnet8x4, M=1,2,4).
+BENCH=(-m sddkd.bench --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP" --rounds "$ROUNDS" --batch-size "$BATCH"
+       --pair "$PAIR" --M 1,2,4)
+TORCH_LOGS=recompiles,graph_breaks,perf_hints step bench-compiled "$LIMIT_BENCH" "$OUT/bench-compiled.json" \
+  "$PYTHON" "${BENCH[@]}" --compile
+step bench-eager "$LIMIT_EAGER" "$OUT/bench-eager.json" "$PYTHON" "${BENCH[@]}" --no-compile --no-eval
+
+# 3. One full epoch on CIFAR-100-sized generated data, evaluation and checkpoints included (engine.compile=auto).
+TORCH_LOGS=recompiles,graph_breaks,perf_hints step epoch "$LIMIT_EPOCH" "$OUT/epoch.json" \
+  "$PYTHON" benchmarks/gpu_check.py epoch "$DEVICE" "$OUT/epoch" "$EPOCH_IMAGES"
+"$PYTHON" benchmarks/gpu_check.py torch-logs "$OUT/bench-compiled.log" "$OUT/epoch.log" > "$OUT/torch-logs.json"
+
+# 4. A resume on the device: stop after epoch 1, resume from last.pt, finish.
+step resume "$LIMIT_RESUME" "$OUT/resume.json" "$PYTHON" benchmarks/gpu_check.py resume "$DEVICE" "$OUT/resume"
+
+# 5. The gpu-marked tests (skipped on a CPU).
+step gpu-tests "$LIMIT_TESTS" "$OUT/gpu-tests.log" "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests
+
+# 6. Runs per hour of the smoke suite with 1 and 4 concurrent runs per device.
+for k in 1 4; do
+  start=$("$PYTHON" -c 'import time; print(time.time())')
+  step "suite-k$k" "$LIMIT_SUITE" "$OUT/suite-k$k.out" "$PYTHON" -m sddkd suite smoke --per-device "$k" \
+    --devices "$SUITE_DEVICES" --out "$OUT/suite-k$k" "${SUITE_ARGS[@]}"
+  "$PYTHON" benchmarks/gpu_check.py suite-rate "$OUT/suite-k$k" "$k" "$start" \
+    > "$OUT/suite-k$k.json"
 done
-cat "$RESULTS"/suite-k*.json 2>/dev/null | tee -a "$RESULTS/log.txt"
+
+"$PYTHON" - "$STATUS" "$OUT/steps.json" <<'PY'
+import json, sys
+lines = [line.split(" ", 1) for line in open(sys.argv[1]).read().splitlines() if line]
+json.dump({"status": dict(lines), "suite_per_device": [1, 4]}, open(sys.argv[2], "w"))
+PY
+"$PYTHON" benchmarks/gpu_check.py summary "$OUT" > /dev/null && log "summary: $OUT/summary.json" && cat "$OUT/summary.json"

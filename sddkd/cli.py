@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Scale Decoupled Distillation + Logit Standardization: fetch teachers, prepare data, train, evaluate, "
     "run suites and report.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
 )
 console = Console()
@@ -52,6 +52,24 @@ def user_errors() -> Iterator[None]:
         yield
     except UserError as exc:
         fail(str(exc))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from sddkd import __version__  # the installed distribution's metadata (sddkd/__init__.py)
+
+        console.print(f"sddkd {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."),
+    ] = False,
+) -> None:
+    """Options that come before any command (the app's help text is given to typer.Typer above)."""
 
 
 # --- fetch-teachers -------------------------------------------------------------------------------------------
@@ -155,7 +173,9 @@ def train_command(
     from sddkd import config
 
     if list_presets:
-        for name in config.list_presets():
+        with user_errors():
+            names = config.list_presets()
+        for name in names:
             console.print(name, highlight=False)
         return
     if preset is None:

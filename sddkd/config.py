@@ -153,7 +153,9 @@ class EngineConfig(StrictModel):
     # bf16 forces it, off keeps fp32. Losses are float32 either way; result.json records what ran.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | None = None  # None: on (NHWC suits cuDNN and oneDNN)
-    compile: bool = False
+    # auto: compiled (with CUDA graphs) on CUDA, eager on the CPU; true/false force it. If compiling fails the run
+    # continues eagerly with one warning, and result.json's `execution.compile` says which ran.
+    compile: bool | Literal["auto"] = "auto"
     nonfinite: Literal["fail", "skip"] = "fail"  # a step whose loss is NaN/inf: stop the run, or skip its update
     eval_every: int = Field(1, ge=1)  # epochs between evaluations (the last epoch is always evaluated)
     progress: bool = True
@@ -240,7 +242,10 @@ def presets_root() -> Path:
 def list_presets() -> list[str]:
     """Names like `cifar100/sdd_kd_lskd/res32x4_res8x4`, sorted."""
     root = presets_root()
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    names = sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    if not names:  # a build that left the package data out: say so rather than list nothing
+        raise ConfigError(f"no presets found in {root}: this installation of sddkd is incomplete; reinstall it")
+    return names
 
 
 def resolve_preset(name: str) -> Path:

@@ -111,11 +111,13 @@ def build_loaders(
     world_size: int = 1,
     synthetic: SyntheticConfig | Mapping[str, Any] | None = None,
     num_workers: int | None = None,
+    eval_batch_size: int | None = None,
 ) -> tuple[Loader, Loader]:
     """(train, test) loaders of dataset `name` read from `root` (the data root; unused for synthetic).
 
     synthetic: the SyntheticConfig (or a mapping of its fields) for name == "synthetic"; defaults when None.
     num_workers: decoding processes per rank for ImageNet (default min(8, CPUs)); array datasets need none.
+    eval_batch_size: the test loader's batch (default `batch_size`); evaluation has no gradients to fit.
     Raises DataMissingError naming the `sddkd prepare-data` command when files are missing.
     """
     device = torch.device(device)
@@ -124,8 +126,9 @@ def build_loaders(
         workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
 
         def imagenet(split: str) -> ImageNetLoader:
+            batch = batch_size if split == "train" else (eval_batch_size or batch_size)
             return ImageNetLoader(
-                root, split, batch_size=batch_size, device=device, mean=spec.mean, std=spec.std, seed=seed,
+                root, split, batch_size=batch, device=device, mean=spec.mean, std=spec.std, seed=seed,
                 rank=rank, world_size=world_size, num_workers=workers,
             )  # fmt: skip
 
@@ -135,7 +138,8 @@ def build_loaders(
 
     def array(images: Tensor, labels: Tensor, train: bool) -> ArrayLoader:
         return ArrayLoader(
-            images.to(device), labels, batch_size=batch_size, mean=data.spec.mean, std=data.spec.std,
+            images.to(device), labels, batch_size=batch_size if train else (eval_batch_size or batch_size),
+            mean=data.spec.mean, std=data.spec.std,
             train=train, crop_size=data.spec.image_size, padding=data.padding if train else 0,
             drop_last=train and data.drop_last, seed=seed, rank=rank, world_size=world_size,
         )  # fmt: skip

@@ -17,18 +17,18 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
-from sddkd.config import OptimConfig, RunConfig, config_hash
 from sddkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sddkd.config import OptimConfig, RunConfig, config_hash
 from sddkd.engine.distill import RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
-from sddkd.engine.evaluation import evaluate
-from sddkd.engine.placement import Placement, build_data, resolve_placement
-from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer
-from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
 from sddkd.errors import UserError
+from sddkd.engine.evaluation import evaluate
+from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer, resolve_compile
 from sddkd.models import create_model
+from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -40,6 +40,7 @@ from sddkd.runs import (
     save_record,
     truncate_metrics,
 )  # fmt: skip
+from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
 
@@ -159,13 +160,15 @@ def prepare_teacher(teacher: nn.Module, placement: Placement) -> nn.Module:
 
 def make_train_step(
     cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
-    placement: Placement, dist: DistContext,
+    placement: Placement, dist: DistContext, console: Console | None = None,
 ) -> TrainStep:  # fmt: skip
-    """The run's optimizer step (compiled when `engine.compile`); built once, reused by every epoch."""
+    """The run's optimizer step (compiled per `engine.compile`); built once, reused by every epoch."""
+    warn = {} if console is None else {"warn": lambda text: dist.print(console, f"[yellow]warning:[/] {escape(text)}")}
     return TrainStep(
         student, teacher, make_loss_fn(cfg.method), optimizer, placement, scales=cfg.scales,
         batch_size=cfg.optim.batch_size // dist.world_size, nonfinite=cfg.engine.nonfinite,
-        grad_clip=cfg.optim.grad_clip, compile=cfg.engine.compile, dist=dist,
+        grad_clip=cfg.optim.grad_clip, compile=resolve_compile(cfg.engine.compile, placement.device), dist=dist,
+        **warn,
     )  # fmt: skip
 
 
@@ -204,7 +207,7 @@ def train(
     teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
     student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
     optimizer = make_optimizer(backbone, cfg.optim, placement.device)
-    step = make_train_step(cfg, student, teacher, optimizer, placement, dist)
+    step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console)
 
     if state == "resume":
         record, start_epoch, global_step = _resume(cfg, paths, placement, dist, console, backbone, optimizer)
@@ -212,10 +215,10 @@ def train(
         record, start_epoch, global_step = _begin(
             cfg, paths, placement, dist, console, teacher, teacher_info, test_loader
         )
-    record["execution"] = {**placement.describe(), "compile": cfg.engine.compile, "world_size": dist.world_size}
+    record["execution"] = {**placement.describe(), **step.execution(), "world_size": dist.world_size}
     execution = record["execution"]
     dist.print(console, f"{paths.root.name} on {execution['device']}: {execution['precision']}"
-                        + (", compiled" if cfg.engine.compile else "")
+                        + (f", compiled ({step.mode})" if step.mode != "eager" else "")
                         + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
     if dist.is_main:
         save_record(paths, record)
@@ -233,6 +236,7 @@ def train(
                 dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
                 steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
                 stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance)
+                record["execution"].update(step.execution())  # eager from here on if compiling failed
                 global_step += stats.steps
                 dist.sync_buffers(backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
                 out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps

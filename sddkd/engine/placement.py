@@ -75,6 +75,17 @@ def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Pl
     return Placement(device, amp, channels_last)
 
 
+# Evaluation batches hold this many pixels (1,024 CIFAR images): at the training batch a small CIFAR net's
+# evaluation is bound by kernel launches, and without gradients the larger batch fits wherever training fits.
+# Images of 224 px get the training batch (more than the budget's 20 images). The batch changes no number: every
+# image is scored alone (eval-mode BatchNorm), and the counts are exact sums.
+EVAL_PIXELS = 1024 * 32 * 32
+
+
+def eval_batch_size(train_batch: int, image_size: int) -> int:
+    return max(train_batch, EVAL_PIXELS // (image_size * image_size))
+
+
 def build_data(
     data: DataConfig, global_batch: int, device: torch.device, seed: int, dist: DistContext, train: bool = True
 ) -> tuple[Any, Any, Any]:
@@ -88,9 +99,11 @@ def build_data(
         )
     synthetic = data.synthetic.model_dump() if data.synthetic is not None else None
     spec = dataset_spec(data.name, **(synthetic or {}))
+    batch = global_batch // dist.world_size
     train_loader, test_loader = build_loaders(
-        data.name, data.root, batch_size=global_batch // dist.world_size, device=device, seed=seed,
-        rank=dist.rank, world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
+        data.name, data.root, batch_size=batch, device=device, seed=seed, rank=dist.rank,
+        world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
+        eval_batch_size=eval_batch_size(batch, spec.image_size) if train else batch,  # `sddkd eval` chose its own
     )  # fmt: skip
     if train and train_loader.dataset_size < dist.world_size:
         raise UserError(

@@ -171,7 +171,7 @@ def run_suite(
         take_recorded_state(plan, item, store)
     require_stored_teachers(plan, progress, store)
 
-    threads = max(1, (os.cpu_count() or 1) // per_device)  # CPU children share the cores instead of oversubscribing
+    threads = child_threads(len(slots), per_device)
     running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
     load = dict.fromkeys(slots, 0)
     update = on_update or (lambda _: None)
@@ -278,16 +278,29 @@ def source_checkout() -> Path | None:
     return None if {"site-packages", "dist-packages"} & set(package_root.parts) else package_root
 
 
+def child_threads(devices: int, per_device: int, cpus: int | None = None) -> int:
+    """CPU threads per child when `devices * per_device` children run at once on this host's cores."""
+    return max(1, (cpus or os.cpu_count() or 1) // (devices * per_device))
+
+
+def child_env(device: str, threads: int) -> dict[str, str]:
+    """A child's environment: its device, and at most `threads` CPU threads and inductor compile workers.
+
+    GPU children need the bound as much as CPU ones: each would otherwise start one OpenMP thread per core for its
+    CPU-side work and one inductor compile worker per core, so K runs sharing a GPU would oversubscribe the host
+    K times over while they compile. A value the user exported wins.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device}
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(threads))
+    return env
+
+
 def _launch(
     plan: SuitePlan, item: RunProgress, device: str, launcher: tuple[str, ...], threads: int
 ) -> tuple[subprocess.Popen[bytes], IO[str]]:
     argv = train_argv(plan, item.run, launcher, cuda=device != "cpu")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = device
+    env = child_env(device, threads)
     checkout = source_checkout()
     if checkout is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout), env.get("PYTHONPATH")) if p)

@@ -67,7 +67,7 @@ def test_teacher_then_sdd_kd_lskd_student_end_to_end(smoke_teacher: Path, tmp_pa
     assert on_disk["teacher_checkpoint"]["test_top1"] == pytest.approx(teacher_state["accuracy"], abs=1e-6)
     assert len(on_disk["teacher_checkpoint"]["sha256"]) == 64
     precision = "bf16 autocast" if native_bf16(torch.device("cpu")) else "fp32"  # what amp=auto picks here
-    assert on_disk["execution"] == {"device": "cpu", "precision": precision, "channels_last": True, "compile": False,
+    assert on_disk["execution"] == {"device": "cpu", "precision": precision, "channels_last": True, "compile": "eager",
                                     "world_size": 1}  # fmt: skip
     rows = metric_rows(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]

@@ -134,7 +134,11 @@ def _run_steps(
     step, backbone = _make_step(compile, device, amp)
     initial = torch.cat([p.detach().flatten() for p in backbone.parameters()])
     weights, device = step.term_weights(1), step.placement.device
-    outputs = [step(images.to(device), labels.to(device), weights) for images, labels in batches]
+    # Clone each step's outputs before the next step: under CUDA graphs they live in the graph's memory pool and
+    # torch invalidates them at the next replay (reading them afterwards raises).
+    outputs = [
+        tuple(t.clone() for t in step(images.to(device), labels.to(device), weights)) for images, labels in batches
+    ]
     return outputs, initial, torch.cat([p.detach().flatten() for p in backbone.parameters()])
 
 

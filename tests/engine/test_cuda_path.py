@@ -1,0 +1,143 @@
+"""What the CUDA path does differently, checked where a CPU can see it: compile defaults and the eager fallback,
+the teacher cast once for autocast, evaluation at a large batch, thread bounds of suite children."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+
+from sddkd.config import EngineConfig, load_config
+from sddkd.engine.distill import RegionModel, teacher_regions
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.loop import make_train_step, prepare_teacher, train
+from sddkd.engine.evaluation import evaluate
+from sddkd.engine.step import cast_for_autocast, make_optimizer, resolve_compile
+from sddkd.models import create_model
+from sddkd.engine.placement import Placement, build_data, eval_batch_size, resolve_placement
+from sddkd.suite.runner import child_env, child_threads
+
+PRESET = "synthetic/sdd_kd_lskd/res20_res8"
+TINY = ["data.synthetic.num_classes=5", "data.synthetic.train_per_class=24", "data.synthetic.test_per_class=8",
+        "optim.batch_size=32", "engine.progress=false", "engine.device=cpu"]  # fmt: skip
+
+
+def _randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so folding (and casting) has something to get wrong."""
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(0.1 * torch.randn(module.num_features, generator=gen))
+            module.running_var.copy_(0.5 + torch.rand(module.num_features, generator=gen))
+            module.weight.data.copy_(1 + 0.1 * torch.randn(module.num_features, generator=gen))
+            module.bias.data.copy_(0.1 * torch.randn(module.num_features, generator=gen))
+    return model
+
+
+def test_compile_auto_is_the_default_and_compiles_on_cuda_only():
+    assert EngineConfig().compile == "auto"
+    assert resolve_compile("auto", torch.device("cuda", 0)) is True
+    assert resolve_compile("auto", torch.device("cpu")) is False
+    assert resolve_compile(True, torch.device("cpu")) is True and resolve_compile(False, torch.device("cuda")) is False
+    assert load_config(PRESET, overrides=["engine.compile=auto"]).engine.compile == "auto"
+    assert load_config(PRESET, overrides=["engine.compile=true"]).engine.compile is True
+
+
+def test_a_failed_compile_trains_eagerly_with_one_warning_and_the_record_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    calls = []
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(1)
+            raise RuntimeError("InductorError: no working C++ compiler found\n(a long traceback follows)")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    stream = io.StringIO()
+    console = Console(file=stream, width=400)
+    cfg = load_config("synthetic/vanilla/resnet8", overrides=[*TINY, "optim.epochs=2", "engine.compile=true"])
+    record = train(cfg, tmp_path, console=console)
+    assert record["status"] == "finished" and len(calls) == 1, "compiling is tried once, then never again"
+    warnings = [line for line in stream.getvalue().splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "no working C++ compiler found" in warnings[0] and "eagerly" in warnings[0]
+    assert record["execution"]["compile"] == "eager"
+    assert record["execution"]["compile_error"] == "RuntimeError: InductorError: no working C++ compiler found"
+
+
+def test_the_engine_step_records_what_ran():
+    cfg = load_config(PRESET, overrides=[*TINY, "teacher.arch=resnet8"])
+    placement = resolve_placement(cfg.engine)
+    backbone = create_model("resnet8", num_classes=5)
+    optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+    step = make_train_step(cfg, RegionModel(backbone, cfg.scales), None, optimizer, placement, DistContext())
+    assert step.execution() == {"compile": "eager"} and step.compiled is None, "auto is eager on the CPU"
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "wrn_16_2"])
+def test_the_teacher_cast_once_computes_what_autocast_computes(arch: str):
+    """Stored in bf16 once, the folded teacher gives exactly the outputs of autocast casting it every call (WRN
+    keeps unfolded pre-activation BatchNorms in float32, as autocast leaves them)."""
+    placement = Placement(torch.device("cpu"), torch.bfloat16, channels_last=True)
+    torch.manual_seed(0)
+    teacher = prepare_teacher(_randomize_batchnorm(create_model(arch, num_classes=10)), placement)
+    cast = cast_for_autocast(teacher, torch.bfloat16)
+    images = placement.images(torch.randn(6, 3, 32, 32))
+    with placement.autocast():
+        want = teacher_regions(teacher, images, (1, 2, 4))
+        got = teacher_regions(cast, images, (1, 2, 4))
+    assert want.dtype == got.dtype == torch.bfloat16
+    assert torch.equal(got, want)
+    convs = [m for m in cast.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert convs and all(p.dtype == torch.bfloat16 for m in convs for p in m.parameters())
+    assert all(p.dtype == torch.float32 for p in teacher.parameters()), "the float32 teacher (evaluated) is untouched"
+    norms = [m for m in cast.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(p.dtype == torch.float32 for m in norms for p in m.parameters())
+
+
+def test_the_train_step_holds_the_cast_teacher_only_under_autocast():
+    cfg = load_config(PRESET, overrides=[*TINY, "teacher.arch=resnet8"])
+    for amp, dtype in ((torch.bfloat16, torch.bfloat16), (None, torch.float32)):
+        placement = Placement(torch.device("cpu"), amp, channels_last=True)
+        teacher = prepare_teacher(create_model("resnet8", num_classes=5), placement)
+        backbone = create_model("resnet8", num_classes=5)
+        optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+        step = make_train_step(cfg, RegionModel(backbone, cfg.scales), teacher, optimizer, placement, DistContext())
+        assert step.teacher is not None
+        assert {p.dtype for p in step.teacher.get_classifier().parameters()} == {dtype}
+
+
+def test_evaluation_at_a_large_batch_changes_no_number():
+    cfg = load_config(
+        PRESET, overrides=["data.synthetic.num_classes=10", "data.synthetic.test_per_class=100", "engine.device=cpu",
+                           "engine.amp=off"],
+    )  # fmt: skip
+    placement, dist = resolve_placement(cfg.engine), DistContext()
+    _, _, large = build_data(cfg.data, 64, placement.device, 0, dist)
+    _, _, small = build_data(cfg.data, 64, placement.device, 0, dist, train=False)  # `sddkd eval --batch-size 64`
+    assert large.batch_size == eval_batch_size(64, 32) == 1024 and small.batch_size == 64
+    assert eval_batch_size(256, 224) == 256, "ImageNet-sized images keep the training batch"
+    torch.manual_seed(0)
+    model = _randomize_batchnorm(create_model("resnet8", num_classes=10)).to(memory_format=torch.channels_last)
+    want, got = evaluate(model, small, placement, dist, (1, 2)), evaluate(model, large, placement, dist, (1, 2))
+    assert 0 < want["top1"] < 100 and got == want
+
+
+def test_suite_children_get_bounded_cpu_threads_and_compile_workers(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    assert child_threads(devices=1, per_device=4, cpus=16) == 4
+    assert child_threads(devices=2, per_device=4, cpus=16) == 2
+    assert child_threads(devices=1, per_device=32, cpus=16) == 1
+    gpu = child_env("0", 4)
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "0" and gpu["OMP_NUM_THREADS"] == gpu["TORCHINDUCTOR_COMPILE_THREADS"] == "4"
+    cpu = child_env("cpu", 2)
+    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert child_env("0", 4)["OMP_NUM_THREADS"] == "7", "what the user exported wins"

@@ -1,0 +1,50 @@
+"""What the installed package says about itself: its version, its presets, its completion; the wheel itself is
+checked end to end by `nox -s wheel` (tests/installed_wheel_check.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import sddkd
+from sddkd import config
+from sddkd.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def test_version_is_the_declared_one():
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    assert declared is not None
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"sddkd {declared.group(1)}" == f"sddkd {sddkd.__version__}"
+
+
+def test_an_installation_without_presets_is_an_error_not_an_empty_list(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(config, "presets_root", lambda: tmp_path)
+    listed = runner.invoke(app, ["train", "--list"])
+    assert listed.exit_code == 2
+    assert "no presets found" in listed.output and "reinstall" in listed.output
+    train = runner.invoke(app, ["train", "-p", "synthetic/vanilla/resnet8", "--device", "cpu"])
+    assert train.exit_code == 2 and "no presets found" in train.output
+
+
+def test_every_preset_is_listed():
+    shipped = sorted(
+        p.relative_to(REPO / "presets").with_suffix("").as_posix() for p in (REPO / "presets").rglob("*.yaml")
+    )
+    result = runner.invoke(app, ["train", "--list"])
+    assert result.exit_code == 0 and result.output.split() == shipped
+
+
+def test_shell_completion_is_offered():
+    result = runner.invoke(app, ["--help"])
+    assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+def test_the_package_declares_its_types():
+    assert (REPO / "sddkd" / "py.typed").is_file()
