@@ -216,7 +216,8 @@ def eval_command(
 @app.command("analyze")
 def analyze_command(
     checkpoint: Annotated[
-        Path, typer.Option(metavar="RUN_DIR|FILE", help="A run directory (its best.pt) or a checkpoint of `sddkd train`.")
+        Path,
+        typer.Option(metavar="RUN_DIR|FILE", help="A run directory (its best.pt) or a checkpoint of `sddkd train`."),
     ],
     teacher: Annotated[
         Path | None, typer.Option(help="Teacher checkpoint \\[default: the one the run recorded, else the store's].")
@@ -224,13 +225,18 @@ def analyze_command(
     teacher_arch: Annotated[
         str | None, typer.Option(help="Teacher architecture \\[default: the run's]; needed for a vanilla run.")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Expected dataset; another than the checkpoint's is an error.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Expected dataset; another than the checkpoint's is an error.")
+    ] = None,
     data_root: Annotated[Path | None, typer.Option(help="Data root \\[default: the checkpoint's].")] = None,
     baseline: Annotated[
-        Path | None, typer.Option(metavar="RUN_DIR|FILE", help="A vanilla student: which classes distillation helped or hurt.")
+        Path | None,
+        typer.Option(metavar="RUN_DIR|FILE", help="A vanilla student: which classes distillation helped or hurt."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder \\[default: RUN_DIR/analysis].")] = None,
-    scales: Annotated[str | None, typer.Option("--M", help="Region scales \\[default: the run's M, else 1,2,4].")] = None,
+    scales: Annotated[
+        str | None, typer.Option("--M", help="Region scales \\[default: the run's M, else 1,2,4].")
+    ] = None,
     temperature: Annotated[float | None, typer.Option(help="KL temperature \\[default: the run's].")] = None,
     embedding: Annotated[
         Literal["auto", "tsne", "pca"], typer.Option(help="auto: t-SNE with the `analysis` extra, else PCA.")

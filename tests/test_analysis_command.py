@@ -84,7 +84,7 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     teacher = teacher_run(root / "teachers") / "checkpoints" / "best.pt"
     student = student_run(root, teacher, weights(0))
-    baseline = write_run(root, load_config("synthetic/vanilla/resnet8", overrides=tiny_data(), ), weights(1))
+    baseline = write_run(root, load_config("synthetic/vanilla/resnet8", overrides=tiny_data()), weights(1))
     result = CliRunner().invoke(app, ["analyze", "--checkpoint", str(student), "--baseline", str(baseline),
                                       "--device", "cpu", "--embedding", "pca"])  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -62,7 +62,9 @@ def test_agreement_per_scale_counts_cells():
     # scales (1, 2): cells 0 | 1..4. Student agrees on the global cell and on 1 of the 4 cells.
     teacher = _regions([[0, 0, 1, 2, 0]])
     student = _regions([[0, 1, 1, 0, 1]])
-    summary = metrics.summarise_regions(metrics.region_statistics(student, teacher, torch.tensor([0]), (1, 2), 1.0), (1, 2))
+    summary = metrics.summarise_regions(
+        metrics.region_statistics(student, teacher, torch.tensor([0]), (1, 2), 1.0), (1, 2)
+    )
     assert summary["1"]["agreement"] == 1.0 and summary["2"]["agreement"] == 0.25
 
 

@@ -23,8 +23,10 @@ ONE_COLUMN, TWO_COLUMNS = 3.5, 7.0  # inches
 DPI = 300
 TEACHER, STUDENT, BASELINE = "#1f77b4", "#d62728", "#7f7f7f"
 MATPLOTLIB_HINT = "sddkd analyze draws with matplotlib, which is not installed: pip install 'sddkd[analysis]'"
-STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
-         "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False}  # fmt: skip
+STYLE: Any = {  # Any: matplotlib types rc keys as a Literal of every name
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
+}  # fmt: skip
 
 
 def require_matplotlib() -> None:
@@ -84,8 +86,9 @@ def plot_agreement(per_scale: dict[str, dict[str, float]], temperature: float, p
     right.bar([i + width / 2 for i in x], [per_scale[m]["kl_standardized"] for m in scales], width,
               color="#ff9896", label="z-scored (LSKD)")  # fmt: skip
     highest = max([per_scale[m]["kl"] for m in scales] + [per_scale[m]["kl_standardized"] for m in scales])
+    top = 1.3 * highest if highest > 0 else 1.0  # room for the legend above the bars
     right.set(xticks=x, xticklabels=_scale_labels(scales), xlabel="region scale", ylabel="KL(teacher ‖ student)",
-              ylim=(0, 1.3 * highest if highest > 0 else 1.0), title=f"(b) mean KL at T = {temperature:g}, per cell")  # fmt: skip
+              ylim=(0, top), title=f"(b) mean KL at T = {temperature:g}, per cell")  # fmt: skip
     right.legend(frameon=False, loc="upper left", ncols=2)
     return _save(figure, path)
 
@@ -189,7 +192,8 @@ def plot_reliability(teacher: dict[str, Any], student: dict[str, Any], path: Pat
 @styled
 def plot_per_class(per_class: dict[str, list[float | None]], path: Path) -> Path:
     teacher = per_class["teacher"]
-    order = sorted(range(len(teacher)), key=lambda k: (-(teacher[k] if teacher[k] is not None else -1.0), k))
+    score = [value if value is not None else -1.0 for value in teacher]  # classes without samples go last
+    order = sorted(range(len(teacher)), key=lambda k: (-score[k], k))
     figure, (ax,) = _figure(TWO_COLUMNS, 2.4)
     rank = list(range(1, len(order) + 1))
     styles = {"teacher": ("teacher", TEACHER, "-"), "student": ("student", STUDENT, "-"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from sddkd.analysis.embed import EmbeddingMethod, resolve_method
 from sddkd.analysis.layout import ANALYSIS_DIR, ANALYSIS_JSON, analysis_dir
-from sddkd.config import DataConfig, EngineConfig, KDMethod, DKDMethod, RunConfig
+from sddkd.config import DataConfig, DKDMethod, EngineConfig, KDMethod, RunConfig
 from sddkd.errors import UserError
 from sddkd.files import read_json, write_json_atomic
 from sddkd.scales import Scales, parse_scales

@@ -57,8 +57,10 @@ def summarise(outputs: Outputs, scales: Scales, temperature: float, num_classes:
             "student_top1_by_group": metrics.accuracy_by_complementary(student_correct,
                                                                        outputs.region_stats["complementary"]),
         },
-        "calibration": {"teacher": metrics.reliability(teacher, labels), "student": metrics.reliability(student, labels)},
-        "per_class_top1": {who: [None if v != v else v for v in values.tolist()] for who, values in per_class.items()},
+        "calibration": {"teacher": metrics.reliability(teacher, labels),
+                        "student": metrics.reliability(student, labels)},
+        "per_class_top1": {who: [None if v != v else v for v in values.tolist()]  # NaN: a class without samples
+                           for who, values in per_class.items()},
     }  # fmt: skip
     if "baseline" in per_class:
         summary["top1"]["baseline"] = 100.0 * float((outputs.baseline_logits.argmax(dim=1) == labels).double().mean())  # type: ignore[union-attr]
@@ -88,6 +90,7 @@ def figures(
         written.append(plots.plot_helped_hurt(summary["helped_hurt"], out_dir / FIGURES["helped_hurt"]))
     student_points = embed_2d(outputs.student_features, method, seed)
     teacher_points = embed_2d(outputs.teacher_features, method, seed)
-    written.append(plots.plot_embedding(student_points.numpy(), teacher_points.numpy(),
-                                        outputs.feature_labels.tolist(), method, out_dir / FIGURES["embedding"]))  # fmt: skip
+    labels = outputs.feature_labels.tolist()
+    path = out_dir / FIGURES["embedding"]
+    written.append(plots.plot_embedding(student_points.numpy(), teacher_points.numpy(), labels, method, path))
     return written
