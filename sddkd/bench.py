@@ -33,12 +33,12 @@ from torch import Tensor, nn
 from sddkd.config import KDMethod, RunConfig, load_config
 from sddkd.engine.distill import RegionModel, distill_weight
 from sddkd.engine.distributed import DistContext
-from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
-from sddkd.errors import UserError
 from sddkd.engine.evaluation import evaluate
-from sddkd.engine.step import make_optimizer
-from sddkd.models import create_model, region_logits
+from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
 from sddkd.engine.placement import Placement, build_data, resolve_placement
+from sddkd.engine.step import make_optimizer
+from sddkd.errors import UserError
+from sddkd.models import create_model, region_logits
 
 CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES, EPOCHS = 50_000, 10_000, 240
 REFERENCE_WORKERS = 2  # mdistiller's CIFAR-100 loaders (DATASET.NUM_WORKERS), which the SDD code keeps

@@ -230,6 +230,60 @@ def eval_command(
         console.print(f"  scale {m}x{m}: mean per-cell top-1 {top1:.2f}%", highlight=False)
 
 
+# --- analyze --------------------------------------------------------------------------------------------------
+
+
+@app.command("analyze")
+def analyze_command(
+    checkpoint: Annotated[
+        Path,
+        typer.Option(metavar="RUN_DIR|FILE", help="A run directory (its best.pt) or a checkpoint of `sddkd train`."),
+    ],
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint \\[default: the one the run recorded, else the store's].")
+    ] = None,
+    teacher_arch: Annotated[
+        str | None, typer.Option(help="Teacher architecture \\[default: the run's]; needed for a vanilla run.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Expected dataset; another than the checkpoint's is an error.")
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Data root \\[default: the checkpoint's].")] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(metavar="RUN_DIR|FILE", help="A vanilla student: which classes distillation helped or hurt."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder \\[default: RUN_DIR/analysis].")] = None,
+    scales: Annotated[
+        str | None, typer.Option("--M", help="Region scales \\[default: the run's M, else 1,2,4].")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="KL temperature \\[default: the run's].")] = None,
+    embedding: Annotated[
+        Literal["auto", "tsne", "pca"], typer.Option(help="auto: t-SNE with the `analysis` extra, else PCA.")
+    ] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+) -> None:
+    """Compare a student with its teacher on the test set: agreement, KL, correlation difference, logit
+    statistics, SDD regions, calibration, per-class accuracy, embeddings. Writes PNGs and analysis.json."""
+    with user_errors():
+        from sddkd.analysis.run import analyze
+
+        result = analyze(
+            checkpoint, teacher=teacher, teacher_arch=teacher_arch, dataset=dataset, data_root=data_root,
+            baseline=baseline, out=out, scales=scales, temperature=temperature, embedding=embedding, device=device,
+            batch_size=batch_size,
+        )  # fmt: skip
+    s = result.summary
+    console.print(
+        f"top-1 teacher {s['top1']['teacher']:.2f}%, student {s['top1']['student']:.2f}%; agreement "
+        f"{100 * s['agreement']['top1']:.2f}%; correlation difference {s['correlation_difference']['mean']:.4f}; "
+        f"ECE teacher {100 * s['calibration']['teacher']['ece']:.2f}%, student {100 * s['calibration']['student']['ece']:.2f}%",
+        highlight=False,
+    )
+    console.print(f"wrote {len(result.files)} files into {escape(str(result.out_dir))}", highlight=False)
+
+
 # --- suite ----------------------------------------------------------------------------------------------------
 
 
@@ -349,12 +403,15 @@ def report_command(
     plots: Annotated[
         bool, typer.Option("--plots", help="Also draw PNG figures (needs matplotlib: the `plots` extra).")
     ] = False,
+    analysis: Annotated[
+        bool, typer.Option("--analysis", help="Link each run's `sddkd analyze` figures from report.md.")
+    ] = False,
 ) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
     from sddkd.report.render import ReportError, generate_report, render, render_table
 
     try:
-        report = generate_report(runs_dir, out_dir=out, plots=plots)
+        report = generate_report(runs_dir, out_dir=out, plots=plots, analysis=analysis)
     except ReportError as error:
         fail(str(error))
     for warning in report.warnings:

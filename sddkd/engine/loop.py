@@ -20,15 +20,16 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from sddkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sddkd.config import OptimConfig, RunConfig, config_hash
+from sddkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sddkd.engine.distill import RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
-from sddkd.errors import UserError
 from sddkd.engine.evaluation import evaluate
-from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer, resolve_compile
-from sddkd.models import create_model
 from sddkd.engine.placement import Placement, build_data, resolve_placement
+from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer, resolve_compile
+from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
+from sddkd.errors import UserError
+from sddkd.models import create_model
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -40,7 +41,6 @@ from sddkd.runs import (
     save_record,
     truncate_metrics,
 )  # fmt: skip
-from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
 

@@ -40,9 +40,13 @@ LEGEND = (
 
 
 def generate_report(
-    runs_dir: Path, out_dir: Path | None = None, plots: bool = False, now: datetime | None = None
-) -> Report:
-    """Summarise `runs_dir`; write report.{md,csv,json} (and plots/*.png) into `out_dir` (or runs_dir)."""
+    runs_dir: Path, out_dir: Path | None = None, plots: bool = False, now: datetime | None = None,
+    analysis: bool = False,
+) -> Report:  # fmt: skip
+    """Summarise `runs_dir`; write report.{md,csv,json} (and plots/*.png) into `out_dir` (or runs_dir).
+
+    `analysis` adds to report.md a section linking each run's `sddkd analyze` figures (`sddkd.report.analysis`).
+    """
     if plots:
         from sddkd.report.plots import require_matplotlib
 
@@ -56,7 +60,12 @@ def generate_report(
 
         report.files.extend(write_plots(report, out_dir / "plots"))
     for fmt, name in REPORT_FILES.items():
-        report.files.append(write_bytes_atomic(out_dir / name, render(report, fmt).encode("utf-8")))
+        text = render(report, fmt)
+        if fmt == "md" and analysis:
+            from sddkd.report.analysis import analysis_markdown
+
+            text += "\n" + analysis_markdown(report.runs, out_dir)
+        report.files.append(write_bytes_atomic(out_dir / name, text.encode("utf-8")))
     return report
 
 
