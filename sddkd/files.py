@@ -74,8 +74,9 @@ class _RecordingWriter:
     """A file that counts what is written and remembers an OS error, which writers like torch.save replace with
     errors of their own ("unexpected pos 414976 vs 414864") that no longer say the disk is full."""
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    def __init__(self, handle: IO[bytes], path: Path) -> None:
         self.handle = handle
+        self.path = path  # the temporary file being written
         self.written = 0
         self.error: OSError | None = None
 
@@ -142,7 +143,7 @@ def atomic_write(
     recording: _RecordingWriter | None = None
     try:
         with os.fdopen(fd, "wb") as handle:
-            recording = _RecordingWriter(handle)
+            recording = _RecordingWriter(handle, temporary)
             write(recording)  # type: ignore[arg-type]  # a file in every respect the writer uses
             handle.flush()
             os.fsync(handle.fileno())
