@@ -20,24 +20,26 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from sddkd.checkpoint import DamagedCheckpointError, rng_state, save_checkpoint, set_rng_state
+from sddkd.checkpoint import set_rng_state
 from sddkd.config import OptimConfig, RunConfig, config_hash
 from sddkd.distill import RegionModel, make_loss_fn
 from sddkd.distributed import DistContext
 from sddkd.errors import UserError
 from sddkd.evaluation import evaluate
-from sddkd.faults import fault_point
 from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
+from sddkd.faults import fault_point
 from sddkd.interrupts import StopRequest, stop_on_signals
 from sddkd.models import create_model
 from sddkd.placement import Placement, build_data, resolve_placement
 from sddkd.resume import (
     PartialEpoch,
-    best_state,
-    load_resume_checkpoint,
+    load_for_resume,
     rebuild_outputs,
     record_from_checkpoint,
     restore_training_state,
+    save_epoch,
+    save_final_record,
+    save_partial,
 )  # fmt: skip
 from sddkd.run_checks import check_architectures, refuse_nonfinite_teacher
 from sddkd.run_directory import open_run_directory
@@ -253,7 +255,7 @@ def _train_owned(
 ) -> dict[str, Any]:  # fmt: skip
     if cfg.engine.tensorboard:
         require_tensorboard()
-    checkpoint = _load_for_resume(cfg, paths, dist) if state == "resume" else None
+    checkpoint = load_for_resume(cfg, paths, dist) if state == "resume" else None
     record = record_from_checkpoint(cfg, paths, checkpoint) if checkpoint else new_record(cfg, paths)
     rows: list[dict[str, Any]] = list(checkpoint["metrics"]) if checkpoint else []
     if dist.is_main:  # the record exists before anything can fail, so every failure shows in report and --status
@@ -319,7 +321,7 @@ def _train_owned(
                                         stop=stop)  # fmt: skip
                     if isinstance(stats, PartialEpoch):
                         if dist.is_main:
-                            _save_partial(cfg, paths, backbone, optimizer, global_step, record, rows, stats)
+                            save_partial(cfg, paths, backbone, optimizer, global_step, record, rows, stats)
                         record.update(status="interrupted", error=f"stopped by {stop.name} in epoch {epoch}")
                         break
                     global_step += stats.steps
@@ -336,7 +338,7 @@ def _train_owned(
                         tracker.log_epoch(row)
                     if dist.is_main:
                         improved = test is not None and record["best_epoch"] == epoch
-                        _save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, rows, improved)
+                        save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, rows, improved)
                     if complete or epoch == stop_after_epoch:
                         break
             if complete:
@@ -353,7 +355,7 @@ def _train_owned(
             record["wall_seconds"] = time.perf_counter() - started
             if dist.is_main and paths.root.exists():
                 fault_point("before-final-record")
-                _save_final_record(paths, record, failure)
+                save_final_record(paths, record, failure)
             if tracker is not None:
                 tracker.close()
     dist.leave()
@@ -363,27 +365,6 @@ def _train_owned(
 def _is_complete(cfg: RunConfig, epochs_done: int, global_step: int) -> bool:
     out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps
     return epochs_done >= cfg.optim.epochs or out_of_steps
-
-
-def _load_for_resume(cfg: RunConfig, paths: RunPaths, dist: DistContext) -> dict[str, Any]:
-    """`last.pt` verified and of this recipe; a damaged one is also recorded as the run's failure."""
-    try:
-        return load_resume_checkpoint(cfg, paths)
-    except DamagedCheckpointError as exc:
-        if dist.is_main:
-            record = read_result(paths) or new_record(cfg, paths)
-            record.update(status="failed", error=str(exc))
-            _save_final_record(paths, record, exc)
-        raise
-
-
-def _save_final_record(paths: RunPaths, record: dict[str, Any], failure: BaseException | None) -> None:
-    try:
-        save_record(paths, record)
-    except (OSError, UserError):
-        if failure is None:
-            raise
-        # the run already fails (often: the very disk that is full); its own error is the one to report
 
 
 def _measure_teacher(
@@ -398,47 +379,6 @@ def _measure_teacher(
                                     "test_top5": measured["top5"]}  # fmt: skip
     dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%, "
                         f"top-5 {measured['top5']:.2f}%")  # fmt: skip
-
-
-def _training_state(
-    cfg: RunConfig, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, global_step: int,
-    record: dict[str, Any], rows: list[dict[str, Any]],
-) -> dict[str, Any]:  # fmt: skip
-    """Everything a resume needs; `metrics` are the epoch rows, from which metrics.jsonl is rebuilt."""
-    return {
-        "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
-        "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
-        "metrics": list(rows), "partial": None,
-    }  # fmt: skip
-
-
-def _save_last(paths: RunPaths, state: dict[str, Any]) -> None:
-    save_checkpoint(paths.last, state, before_rename=lambda: fault_point("before-rename"))
-    fault_point("after-rename")
-
-
-def _save_epoch(
-    cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-    global_step: int, record: dict[str, Any], rows: list[dict[str, Any]], improved: bool,
-) -> None:  # fmt: skip
-    """Atomically write `last.pt`, then `best.pt` when the epoch improved (a crash between the two is repaired on
-    resume from `last.pt`, whose weights are that epoch's), then the record."""
-    state = _training_state(cfg, backbone, optimizer, epoch, global_step, record, rows)
-    _save_last(paths, state)
-    if improved:
-        save_checkpoint(paths.best, best_state(state))
-    save_record(paths, record)
-
-
-def _save_partial(
-    cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, global_step: int,
-    record: dict[str, Any], rows: list[dict[str, Any]], partial: PartialEpoch,
-) -> None:  # fmt: skip
-    """A mid-epoch `last.pt`: the epochs done, plus where this epoch stopped and its running totals."""
-    state = _training_state(cfg, backbone, optimizer, partial.epoch - 1, global_step, record, rows)
-    state["partial"] = partial.to_state()
-    _save_last(paths, state)
 
 
 def _record_epoch(

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sddkd.checkpoint import DamagedCheckpointError, load_checkpoint, save_checkpoint, set_rng_state
+from sddkd.checkpoint import DamagedCheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sddkd.config import RunConfig, config_hash
+from sddkd.distributed import DistContext
 from sddkd.errors import UserError
+from sddkd.faults import fault_point
 from sddkd.files import write_text_atomic
-from sddkd.runs import RunPaths, new_record
+from sddkd.runs import RunPaths, new_record, read_result, save_record
 
 # `best.pt` keeps what a teacher file needs, in the RepDistiller layout ({"model", "epoch", "accuracy"}) plus the
 # config that produced it; `last.pt` adds the optimizer and RNG state for an exact resume.
@@ -110,3 +112,68 @@ def rebuild_outputs(paths: RunPaths, checkpoint: dict[str, Any]) -> None:
 
 def best_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in BEST_CHECKPOINT_KEYS}
+
+
+# --- writing: what every checkpoint holds, in the order that keeps the directory consistent at every point ---
+
+
+def load_for_resume(cfg: RunConfig, paths: RunPaths, dist: DistContext) -> dict[str, Any]:
+    """`last.pt` verified and of this recipe; a damaged one is also recorded as the run's failure."""
+    try:
+        return load_resume_checkpoint(cfg, paths)
+    except DamagedCheckpointError as exc:
+        if dist.is_main:
+            record = read_result(paths) or new_record(cfg, paths)
+            record.update(status="failed", error=str(exc))
+            save_final_record(paths, record, exc)
+        raise
+
+
+def save_final_record(paths: RunPaths, record: dict[str, Any], failure: BaseException | None) -> None:
+    try:
+        save_record(paths, record)
+    except (OSError, UserError):
+        if failure is None:
+            raise
+        # the run already fails (often: the very disk that is full); its own error is the one to report
+
+
+def training_state(
+    cfg: RunConfig, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, global_step: int,
+    record: dict[str, Any], rows: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """Everything a resume needs; `metrics` are the epoch rows, from which metrics.jsonl is rebuilt."""
+    return {
+        "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
+        "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
+        "metrics": list(rows), "partial": None,
+    }  # fmt: skip
+
+
+def save_last(paths: RunPaths, state: dict[str, Any]) -> None:
+    save_checkpoint(paths.last, state, before_rename=lambda: fault_point("before-rename"))
+    fault_point("after-rename")
+
+
+def save_epoch(
+    cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+    global_step: int, record: dict[str, Any], rows: list[dict[str, Any]], improved: bool,
+) -> None:  # fmt: skip
+    """Atomically write `last.pt`, then `best.pt` when the epoch improved (a crash between the two is repaired on
+    resume from `last.pt`, whose weights are that epoch's), then the record."""
+    state = training_state(cfg, backbone, optimizer, epoch, global_step, record, rows)
+    save_last(paths, state)
+    if improved:
+        save_checkpoint(paths.best, best_state(state))
+    save_record(paths, record)
+
+
+def save_partial(
+    cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, global_step: int,
+    record: dict[str, Any], rows: list[dict[str, Any]], partial: PartialEpoch,
+) -> None:  # fmt: skip
+    """A mid-epoch `last.pt`: the epochs done, plus where this epoch stopped and its running totals."""
+    state = training_state(cfg, backbone, optimizer, partial.epoch - 1, global_step, record, rows)
+    state["partial"] = partial.to_state()
+    save_last(paths, state)

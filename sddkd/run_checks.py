@@ -30,8 +30,8 @@ def check_architectures(cfg: RunConfig) -> None:
             matches = _close_matches(name, known)
             hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
             raise UserError(
-                f"unknown architecture {name!r} for {role}{hint} (`python -c \"import sddkd.models as m; "
-                "print(m.list_models())\"` lists them all)"
+                f'unknown architecture {name!r} for {role}{hint} (`python -c "import sddkd.models as m; '
+                'print(m.list_models())"` lists them all)'
             )
         if cfg.data.name in DATASETS and name not in list_models(cfg.data.name):
             matches = _close_matches(name, list_models(cfg.data.name))

@@ -8,7 +8,6 @@ No torch import (like `runs`): the suite and the report read run directories too
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from sddkd.config import RunConfig
 from sddkd.files import remove_stale_temporaries
@@ -47,4 +46,3 @@ def open_run_directory(cfg: RunConfig, paths: RunPaths, *, resume: bool, restart
         lock.release()
         raise
     return lock, state
-

@@ -76,13 +76,17 @@ def acquire_run_lock(root: Path) -> RunLock:
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except FileExistsError as exc:
-        raise UserError(f"cannot create the run directory {root}: {exc.filename} is a file; choose another --out")
-    except NotADirectoryError:
-        raise UserError(f"cannot create the run directory {root}: a part of it is a file; choose another --out")
-    except PermissionError:
-        raise UserError(f"no permission to write in {root}; choose another --out or fix its permissions")
+        raise UserError(
+            f"cannot create the run directory {root}: {exc.filename} is a file; choose another --out"
+        ) from exc
+    except NotADirectoryError as exc:
+        raise UserError(
+            f"cannot create the run directory {root}: a part of it is a file; choose another --out"
+        ) from exc
+    except PermissionError as exc:
+        raise UserError(f"no permission to write in {root}; choose another --out or fix its permissions") from exc
     except OSError as exc:
-        raise UserError(f"cannot write in {root} ({exc.strerror}); choose another --out")
+        raise UserError(f"cannot write in {root} ({exc.strerror}); choose another --out") from exc
     if fcntl is None:
         return RunLock(path, fd)
     deadline = time.monotonic() + ACQUIRE_RETRY_SECONDS

@@ -138,16 +138,6 @@ def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def truncate_metrics(paths: RunPaths, last_epoch: int) -> list[dict[str, Any]]:
-    """Keep the metric rows of epochs the checkpoint covers (a crash may have logged an epoch it did not save)."""
-    if not paths.metrics.exists():
-        return []
-    rows = [json.loads(line) for line in paths.metrics.read_text().splitlines() if line.strip()]
-    kept = [row for row in rows if row.get("epoch", 0) <= last_epoch]
-    write_text_atomic(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
-    return kept
-
-
 # --- what a run directory says to a scheduler or a reader --------------------------------------------------------
 
 RecordedState = Literal["new", "finished", "conflict", "incomplete", "failed", "running"]

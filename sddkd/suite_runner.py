@@ -258,8 +258,8 @@ def block_dependents(progress: dict[str, RunProgress]) -> None:
     for item in progress.values():
         broken = [d for d in item.run.depends_on if progress[d].status in ("failed", "blocked", "elsewhere")]
         if item.status == "queued" and broken:
-            why = "is running elsewhere: rerun when it is done" if progress[broken[0]].status == "elsewhere" else (
-                "did not finish")
+            elsewhere = progress[broken[0]].status == "elsewhere"
+            why = "is running elsewhere: rerun when it is done" if elsewhere else "did not finish"
             item.status, item.note = "blocked", f"teacher run {broken[0]} {why}"
 
 

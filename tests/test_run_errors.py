@@ -64,8 +64,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def stopped(tmp_path: Path) -> Path:
     """A run killed after epoch 1 (its checkpoint and record as a dead process leaves them)."""
-    from sddkd.engine import train as engine_train
     from sddkd.config import load_config
+    from sddkd.engine import train as engine_train
 
     overrides = [a for a in TINY if "=" in a] + ["optim.batch_size=4", "optim.epochs=3"]
     cfg = load_config("synthetic/vanilla/resnet8", overrides=overrides + ["engine.device=cpu"])
