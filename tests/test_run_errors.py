@@ -289,3 +289,12 @@ def test_a_teacher_with_nonfinite_logits_is_refused_before_training(tmp_path: Pa
     assert "the teacher's logits are not finite" in line, line
     (record,) = (json.loads(p.read_text()) for p in (tmp_path / "logs").glob("*/result.json"))
     assert record["status"] == "failed" and "not finite" in record["error"] and record["epochs_done"] == 0
+
+
+def test_report_lists_an_interrupted_run_as_incomplete(stopped: Path):
+    from sddkd.report_data import load_runs
+
+    record = json.loads((stopped / "result.json").read_text())
+    (stopped / "result.json").write_text(json.dumps({**record, "status": "interrupted", "error": "stopped by SIGTERM"}))
+    runs, warnings = load_runs(stopped.parent)
+    assert not warnings and [run.state for run in runs] == ["incomplete"]
