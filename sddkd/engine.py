@@ -220,6 +220,8 @@ def train(
     """
     console = console or Console(stderr=True)
     check_architectures(cfg)  # an unknown name is one line before any work or any file
+    if cfg.engine.tensorboard:
+        require_tensorboard()
     dist = DistContext.from_env()
     placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
     dist.join(placement.device)
@@ -253,8 +255,6 @@ def _train_owned(
     cfg: RunConfig, paths: RunPaths, state: str, dist: DistContext, placement: Placement, console: Console,
     stop_after_epoch: int | None,
 ) -> dict[str, Any]:  # fmt: skip
-    if cfg.engine.tensorboard:
-        require_tensorboard()
     checkpoint = load_for_resume(cfg, paths, dist) if state == "resume" else None
     record = record_from_checkpoint(cfg, paths, checkpoint) if checkpoint else new_record(cfg, paths)
     rows: list[dict[str, Any]] = list(checkpoint["metrics"]) if checkpoint else []

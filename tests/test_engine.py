@@ -127,7 +127,11 @@ def test_missing_teacher_names_how_to_get_it(tmp_path: Path, monkeypatch: pytest
         train(cfg, tmp_path / "runs")
     message = str(info.value)
     assert "resnet20" in message and "sddkd" in message
-    assert not (tmp_path / "runs").exists(), "nothing is written before the teacher is found"
+    # the record exists before anything can fail, so report and suite --status show why this run failed
+    (record_path,) = (tmp_path / "runs").glob("*/result.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed" and record["error"] == message and record["epochs_done"] == 0
+    assert not list((tmp_path / "runs").glob("*/checkpoints/*.pt"))
 
 
 def test_teacher_of_the_wrong_architecture_is_refused(smoke_teacher: Path, tmp_path: Path):
