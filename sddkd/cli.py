@@ -164,6 +164,9 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an unfinished run from its last checkpoint.")
     ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Discard an unfinished (or damaged) run of this recipe and start over.")
+    ] = False,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
     ] = None,
@@ -190,10 +193,23 @@ def train_command(
         cfg = config.load_config(preset, scales=scales, dataset=dataset, overrides=assignments + (overrides or []))
     except config.ConfigError as exc:
         fail(str(exc))
-    with user_errors():
+    if resume and restart:
+        fail("--resume continues a run and --restart discards it: give one of them")
+    from sddkd.errors import UserError
+    from sddkd.run_lock import LOCKED_EXIT, RunLockedError
+
+    try:
         from sddkd.engine.loop import train
 
-        record = train(cfg, out, resume=resume, console=err_console)
+        record = train(cfg, out, resume=resume, restart=restart, console=err_console)
+    except RunLockedError as exc:  # a code of its own: the suite then shows the run as running elsewhere
+        fail(str(exc), code=LOCKED_EXIT)
+    except UserError as exc:
+        fail(str(exc))
+    except PermissionError as exc:
+        fail(f"no permission to use {exc.filename}: fix its permissions or choose another --out")
+    if record.get("status") == "interrupted":
+        interrupted_exit(record)
     if record.get("status") != "finished":
         fail(f"run {record.get('run_name')} stopped with status {record.get('status')}", code=1)
     if is_worker_rank():
@@ -203,6 +219,26 @@ def train_command(
         f"last top-1 {record['last_top1']:.2f}%  -> {out / record['run_name']}",
         highlight=False,
     )
+
+
+def resume_command() -> str:
+    """The command line of this process with --resume: what continues an interrupted run."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--restart")]
+    return shlex.join(["sddkd", *args, "--resume"])
+
+
+def interrupted_exit(record: dict[str, Any]) -> NoReturn:
+    signal_name = (record.get("error") or "").removeprefix("stopped by ").split(" ")[0]
+    code = {"SIGINT": 130, "SIGTERM": 143}.get(signal_name, 1)
+    if not is_worker_rank():
+        err_console.print(
+            f"[yellow]{escape(record.get('run_name') or 'run')} interrupted[/] with a checkpoint of this step; "
+            f"resume it with: {escape(resume_command())}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    raise typer.Exit(code)
 
 
 @app.command("eval")

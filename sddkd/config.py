@@ -157,6 +157,9 @@ class EngineConfig(StrictModel):
     # continues eagerly with one warning, and result.json's `execution.compile` says which ran.
     compile: bool | Literal["auto"] = "auto"
     nonfinite: Literal["fail", "skip"] = "fail"  # a step whose loss is NaN/inf: stop the run, or skip its update
+    # under "skip": the run fails once an epoch skipped more than this fraction of its steps (a diverged run or a
+    # broken input would otherwise "finish" at chance)
+    nonfinite_skip_limit: float = Field(0.1, ge=0.0, le=1.0)
     eval_every: int = Field(1, ge=1)  # epochs between evaluations (the last epoch is always evaluated)
     progress: bool = True
     tensorboard: bool = False

@@ -20,7 +20,8 @@ import yaml
 from sddkd import __version__
 from sddkd.config import RunConfig, config_hash, run_name
 from sddkd.errors import UserError
-from sddkd.files import write_json_atomic, write_text_atomic
+from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
+from sddkd.run_lock import describe_holder, lock_holder
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,12 @@ def run_paths(cfg: RunConfig, out_root: Path) -> RunPaths:
 
 
 def read_result(paths: RunPaths) -> dict[str, Any] | None:
+    """The record, or None when it is missing or unreadable (a resume then goes by the checkpoint alone)."""
     try:
-        return json.loads(paths.result.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(paths.result.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
@@ -128,20 +131,11 @@ def save_config(cfg: RunConfig, paths: RunPaths) -> None:
 
 
 def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
-    with paths.metrics.open("a") as handle:
+    # A torn line (a crash or a full disk mid-write) is harmless: a resume rewrites the file from the checkpoint.
+    with disk_full_as_user_error(paths.metrics), paths.metrics.open("a") as handle:
         handle.write(json.dumps(row, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def truncate_metrics(paths: RunPaths, last_epoch: int) -> list[dict[str, Any]]:
-    """Keep the metric rows of epochs the checkpoint covers (a crash may have logged an epoch it did not save)."""
-    if not paths.metrics.exists():
-        return []
-    rows = [json.loads(line) for line in paths.metrics.read_text().splitlines() if line.strip()]
-    kept = [row for row in rows if row.get("epoch", 0) <= last_epoch]
-    write_text_atomic(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in kept))
-    return kept
 
 
 # --- what a run directory says to a scheduler or a reader --------------------------------------------------------
@@ -158,19 +152,25 @@ class RecordedRun:
 def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
     """The state of a run directory from its `result.json` (docs/architecture.md "Run directories")."""
     path = run_dir / "result.json"
+    # A process that owns the directory (its lock, on this host or another of a shared filesystem) is running it,
+    # whatever its record says yet: the scheduler neither starts it again nor counts it.
+    holder = lock_holder(run_dir)
+    owned = RecordedRun("running", {"holder": describe_holder(holder)}) if holder is not None else None
     if not path.is_file():
-        return RecordedRun("new")
+        return owned or RecordedRun("new")
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
-        return RecordedRun("incomplete")  # unreadable: rerun it, --resume decides from the checkpoint
+        return owned or RecordedRun("incomplete")  # unreadable: rerun it, --resume decides from the checkpoint
     if not isinstance(record, dict):
-        return RecordedRun("incomplete")
+        return owned or RecordedRun("incomplete")
     status = record.get("status")
     if record.get("config_hash") != expected_hash:
         return RecordedRun("conflict", record)
     if status == "finished":
         return RecordedRun("finished", record)
+    if owned is not None:
+        return RecordedRun("running", {**record, **owned.record})
     if status == "running" and _running_here(record):
         return RecordedRun("running", record)
     return RecordedRun("failed" if status == "failed" else "incomplete", record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,6 @@ def invoke(*args: str):
         (["--preset", "res32x4_res8x4", "--M", "2,4"], "M must be distinct positive integers"),
         (["--preset", "res32x4_res8x5"], "unknown preset 'res32x4_res8x5'; did you mean res32x4_res8x4"),
         (["--preset", "res32x4_res8x4", "--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
-        (["--preset", "res32x4_res8x4"], "CIFAR-100"),  # no data prepared under data/: names prepare-data
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(args, message, tmp_path: Path, monkeypatch):
@@ -46,6 +46,10 @@ def test_missing_cifar_names_the_prepare_command(tmp_path: Path):
     result = invoke("train", "--preset", "res32x4_res8x4", "--data-root", str(tmp_path), "--device", "cpu",
                     "--out", str(tmp_path / "logs"))  # fmt: skip
     assert result.exit_code == 2 and "sddkd prepare-data cifar100" in result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    # the failure is in the run's record (report, suite --status), written before anything could fail
+    (record,) = (json.loads(p.read_text()) for p in (tmp_path / "logs").glob("*/result.json"))
+    assert record["status"] == "failed" and "prepare-data cifar100" in record["error"]
 
 
 def test_list_shows_presets():

@@ -11,6 +11,7 @@ normalization happens on the device. Sharding follows the rules of `sddkd.data.l
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ class ShardItems:
     rank: int
     world_size: int
     epoch: int = 0
+    skip: int = 0  # items of the epoch already trained on (a resumed epoch continues after them)
 
     def __len__(self) -> int:
         if self.train:
@@ -184,7 +186,8 @@ class ShardItems:
         order = pad_to_multiple(torch.randperm(self.dataset_size, generator=generator), self.world_size)
         seeds = torch.randint(0, 2**62, (len(order),), generator=generator)  # per global position
         mine = slice(self.rank, len(order), self.world_size)
-        return zip(order[mine].tolist(), seeds[mine].tolist(), strict=True)
+        items = zip(order[mine].tolist(), seeds[mine].tolist(), strict=True)
+        return itertools.islice(items, self.skip, None)
 
 
 class ImageNetLoader:
@@ -227,8 +230,10 @@ class ImageNetLoader:
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Batches of `epoch` from batch `start_step` on (a resumed epoch)."""
         self.items.epoch = epoch
+        self.items.skip = start_step * self.batch_size
 
     def __iter__(self) -> Iterator[Batch]:
         for images, labels in self._batches:

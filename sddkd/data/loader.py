@@ -140,6 +140,7 @@ class ArrayLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start_step = 0  # the first batch of the epoch (a resumed epoch continues where it stopped)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.dataset_size = images.shape[0]
@@ -158,8 +159,10 @@ class ArrayLoader:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Batches of `epoch` from batch `start_step` on: the same batches as steps start_step.. of a full pass."""
         self.epoch = epoch
+        self.start_step = start_step
 
     def _epoch_plan(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """This rank's sample indices [n] and crop tops, lefts [n] and flips [n] for the epoch, on the CPU."""
@@ -183,7 +186,7 @@ class ArrayLoader:
     def __iter__(self) -> Iterator[Batch]:
         index, top, left, flip = (t.to(self.device, non_blocking=True) for t in self._epoch_plan())
         plain = not self.train and self.crop_size == self.images.shape[-1] == self.images.shape[-2]
-        for step in range(len(self)):
+        for step in range(self.start_step, len(self)):
             batch = slice(step * self.batch_size, (step + 1) * self.batch_size)
             if plain:
                 images = self.images[index[batch]]

@@ -8,6 +8,7 @@ counter are tensors, read back once per epoch, so a step never waits for the GPU
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,33 +22,41 @@ from rich.markup import escape
 from torch import nn
 
 from sddkd.config import OptimConfig, RunConfig, config_hash
-from sddkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sddkd.engine.checkpoint import set_rng_state
 from sddkd.engine.distill import RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
+from sddkd.engine.loop.faults import fault_point
+from sddkd.engine.loop.interrupts import StopRequest, stop_on_signals
+from sddkd.engine.loop.resume import (
+    PartialEpoch,
+    load_for_resume,
+    rebuild_outputs,
+    record_from_checkpoint,
+    restore_training_state,
+    save_epoch,
+    save_final_record,
+    save_partial,
+)  # fmt: skip
+from sddkd.engine.loop.run_checks import check_architectures, refuse_nonfinite_teacher
+from sddkd.engine.loop.run_directory import open_run_directory
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer, resolve_compile
 from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
 from sddkd.errors import UserError
 from sddkd.models import create_model
+from sddkd.run_lock import RunLock
 from sddkd.runs import (
     RunPaths,
     append_metrics,
-    check_run_directory,
     new_record,
     read_result,
     run_paths,
     save_config,
     save_record,
-    truncate_metrics,
 )  # fmt: skip
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
-
-
-# `best.pt` keeps what a teacher file needs, in the RepDistiller layout ({"model", "epoch", "accuracy"}) plus the
-# config that produced it; `last.pt` adds the optimizer and RNG state for an exact resume.
-BEST_CHECKPOINT_KEYS = ("model", "epoch", "accuracy", "config", "config_hash")
 
 
 class NonFiniteLossError(UserError):
@@ -78,26 +87,44 @@ def train_epoch(
     dist: DistContext,
     max_steps: int | None,
     progress: Any = None,
-) -> EpochStats:
-    """One pass over the training data; at most `max_steps` optimizer steps."""
+    *,
+    carried: PartialEpoch | None = None,
+    stop: StopRequest | None = None,
+) -> EpochStats | PartialEpoch:
+    """One pass over the training data; at most `max_steps` optimizer steps (counted from the epoch's start).
+
+    `carried`: the totals of this epoch's steps done before a resume (the loader was set to start after them).
+    Returns the epoch's stats, or, when `stop` comes due at a step boundary, the partial epoch to checkpoint.
+    """
     step.student.train()
     device = step.placement.device
     names = step.loss_fn.names
     weights = step.term_weights(epoch)  # [T] this epoch's loss weights
-    sums = torch.zeros(len(names), device=device)  # [T] weighted loss terms summed over steps
-    correct = torch.zeros((), device=device)
-    nonfinite = torch.zeros((), device=device, dtype=torch.int64)
-    steps = samples = 0
-    start = time.perf_counter()
+    if carried is not None and dist.is_main:  # under DDP the carried totals are global: count them once
+        sums, correct, nonfinite = carried.sums.clone(), carried.correct.clone(), carried.nonfinite.clone()
+    else:
+        sums = torch.zeros(len(names), device=device)  # [T] weighted loss terms summed over steps
+        correct = torch.zeros((), device=device)
+        nonfinite = torch.zeros((), device=device, dtype=torch.int64)
+    steps = carried.steps if carried is not None else 0
+    samples = carried.samples if carried is not None else 0
+    start = time.perf_counter() - (carried.seconds if carried is not None else 0.0)
     for images, labels in loader:
         if max_steps is not None and steps >= max_steps:
             break
+        if stop is not None and stop.due(steps, device):
+            partial = [sums, torch.stack([correct.float(), nonfinite.float()])]
+            totals = dist.all_reduce_sum(torch.cat(partial)) if dist.world_size > 1 else None
+            if totals is not None:  # rank 0 carries the global totals after a resume, the other ranks zeros
+                sums, correct, nonfinite = totals[:-2], totals[-2], totals[-1].long()
+            return PartialEpoch(epoch, steps, samples, time.perf_counter() - start, sums, correct, nonfinite)
         terms, finite, batch_correct = step(images, labels, weights)
         sums += terms
         nonfinite += (~finite).long()
         correct += batch_correct
         steps += 1
         samples += labels.numel()
+        fault_point("mid-epoch")
         if progress is not None:
             progress()
         if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
@@ -111,6 +138,13 @@ def train_epoch(
         raise NonFiniteLossError(
             f"the loss became non-finite in epoch {epoch} (engine.nonfinite=fail); lower the learning rate, "
             "or set engine.nonfinite=skip to drop such steps"
+        )
+    limit = cfg.engine.nonfinite_skip_limit
+    if cfg.engine.nonfinite == "skip" and skipped_steps > limit * max(steps, 1):
+        raise NonFiniteLossError(
+            f"{skipped_steps} of {steps} steps of epoch {epoch} had a non-finite loss and were skipped, more than "
+            f"engine.nonfinite_skip_limit={limit:g} of them: the run is diverging (lower the learning rate) or an "
+            "input is broken (check the teacher and the data)"
         )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -177,150 +211,178 @@ def train(
     out_root: Path | str = "logs",
     *,
     resume: bool = False,
+    restart: bool = False,
     stop_after_epoch: int | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train one run into `<out_root>/<run_name>/` and return its result record (`result.json`).
 
-    `stop_after_epoch` ends the process's work after that epoch as an interruption would (the run stays
-    unfinished and `resume=True` continues it): used by tests and by time-boxed jobs.
+    The process owns the run directory (a lock) until it returns. `resume` continues an unfinished run from
+    `checkpoints/last.pt`; `restart` discards one and starts over. SIGTERM/SIGINT end the run at the next step
+    with a checkpoint and status "interrupted". `stop_after_epoch` ends the process's work after that epoch as an
+    interruption would (the run stays unfinished and `resume=True` continues it): used by tests and time-boxed jobs.
     """
     console = console or Console(stderr=True)
+    check_architectures(cfg)  # an unknown name is one line before any work or any file
+    if cfg.engine.tensorboard:
+        require_tensorboard()
     dist = DistContext.from_env()
     placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
     dist.join(placement.device)
     paths: RunPaths = run_paths(cfg, Path(out_root))
-    # Rank 0 alone reads the directory and decides: other ranks reading it could already see rank 0's first writes.
-    state = dist.on_main(lambda: check_run_directory(cfg, paths, resume))
-    if state == "finished":
-        dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
-        dist.leave()
-        return read_result(paths) or {}
-    if cfg.engine.tensorboard:
-        require_tensorboard()
-    spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
-    backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
-    backbone.to(placement.device)
-    if placement.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-    teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
-    student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
-    optimizer = make_optimizer(backbone, cfg.optim, placement.device)
-    step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console)
+    held: list[RunLock] = []
 
-    if state == "resume":
-        record, start_epoch, global_step = _resume(cfg, paths, placement, dist, console, backbone, optimizer)
-    else:
-        record, start_epoch, global_step = _begin(
-            cfg, paths, placement, dist, console, teacher, teacher_info, test_loader
-        )
-    record["execution"] = {**placement.describe(), **step.execution(), "world_size": dist.world_size}
-    execution = record["execution"]
-    dist.print(console, f"{paths.root.name} on {execution['device']}: {execution['precision']}"
-                        + (f", compiled ({step.mode})" if step.mode != "eager" else "")
-                        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
-    if dist.is_main:
-        save_record(paths, record)
-    tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
+    def open_directory() -> str:
+        lock, state = open_run_directory(cfg, paths, resume=resume, restart=restart)
+        held.append(lock)
+        return state
 
-    started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
+    # Rank 0 alone owns and reads the directory: other ranks reading it could already see rank 0's first writes.
+    state = dist.on_main(open_directory)
     try:
-        epoch = start_epoch
-        with _progress_bar(cfg.engine.progress and dist.is_main, console, len(train_loader)) as advance:
-            for epoch in range(start_epoch, cfg.optim.epochs + 1):
-                lr = lr_at(cfg.optim, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                train_loader.set_epoch(epoch)
-                dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
-                steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
-                stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance)
-                record["execution"].update(step.execution())  # eager from here on if compiling failed
-                global_step += stats.steps
-                dist.sync_buffers(backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm statistics
-                out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps
-                last = epoch == cfg.optim.epochs or out_of_steps
-                test = (
-                    evaluate(backbone, test_loader, placement, dist)
-                    if last or epoch % cfg.engine.eval_every == 0
-                    else None
-                )
-                row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
-                if tracker is not None:
-                    tracker.log_epoch(row)
-                if dist.is_main:
-                    improved = test is not None and record["best_epoch"] == epoch
-                    _save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, improved)
-                if out_of_steps or epoch == stop_after_epoch:
-                    break
-        if epoch == cfg.optim.epochs or (cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps):
-            record["status"] = "finished"
-    except Exception as exc:
-        record.update(status="failed", error=str(exc) or type(exc).__name__)
-        raise
+        if state == "finished":
+            dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
+            dist.leave()
+            return read_result(paths) or {}
+        return _train_owned(cfg, paths, state, dist, placement, console, stop_after_epoch)
     finally:
-        record["wall_seconds"] = time.perf_counter() - started
-        if dist.is_main and paths.root.exists():
-            save_record(paths, record)
-        if tracker is not None:
-            tracker.close()
+        for lock in held:
+            lock.release()
+
+
+def _announce(dist: DistContext) -> Any:
+    # Plain stderr from the signal handler: a console's lock may be held by the very print it interrupted.
+    return (lambda message: sys.stderr.write(message + "\n")) if dist.is_main else None
+
+
+def _train_owned(
+    cfg: RunConfig, paths: RunPaths, state: str, dist: DistContext, placement: Placement, console: Console,
+    stop_after_epoch: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    checkpoint = load_for_resume(cfg, paths, dist) if state == "resume" else None
+    record = record_from_checkpoint(cfg, paths, checkpoint) if checkpoint else new_record(cfg, paths)
+    rows: list[dict[str, Any]] = list(checkpoint["metrics"]) if checkpoint else []
+    if dist.is_main:  # the record exists before anything can fail, so every failure shows in report and --status
+        if checkpoint is not None:
+            rebuild_outputs(paths, checkpoint)
+        save_config(cfg, paths)
+        save_record(paths, record)
+    started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
+    tracker = None
+    failure: BaseException | None = None
+    with stop_on_signals(dist, _announce(dist)) as stop:
+        try:
+            spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed,
+                                                         dist)  # fmt: skip
+            torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+            backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
+            backbone.to(placement.device)
+            if placement.channels_last:
+                backbone.to(memory_format=torch.channels_last)
+            teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
+            if teacher is not None:
+                refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
+            student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
+            optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+            step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console)
+
+            partial: PartialEpoch | None = None
+            if checkpoint is not None:
+                restore_training_state(checkpoint, backbone, optimizer)
+                start_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
+                if checkpoint.get("partial") is not None:
+                    partial = PartialEpoch.from_state(checkpoint["partial"], placement.device)
+                where = f" (step {partial.steps} of {len(train_loader)})" if partial else ""
+                dist.print(console, f"Resuming {paths.root.name} at epoch {start_epoch}{where}.")
+            else:
+                _measure_teacher(cfg, record, dist, console, teacher, teacher_info, test_loader, placement)
+                start_epoch, global_step = 1, 0
+            record["execution"] = {**placement.describe(), **step.execution(), "world_size": dist.world_size}
+            execution = record["execution"]
+            dist.print(console, f"{paths.root.name} on {execution['device']}: {execution['precision']}"
+                                + (f", compiled ({step.mode})" if step.mode != "eager" else "")
+                                + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
+            if dist.is_main:
+                save_record(paths, record)
+            tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
+
+            complete = partial is None and _is_complete(cfg, start_epoch - 1, global_step)
+            with _progress_bar(cfg.engine.progress and dist.is_main, console, len(train_loader)) as advance:
+                for epoch in range(start_epoch, cfg.optim.epochs + 1):
+                    if complete:
+                        break
+                    lr = lr_at(cfg.optim, epoch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    carried = partial if partial is not None and partial.epoch == epoch else None
+                    train_loader.set_epoch(epoch, start_step=carried.steps if carried else 0)
+                    dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
+                    if carried is not None and checkpoint is not None and dist.world_size == 1:
+                        set_rng_state(checkpoint["rng"])  # the global RNG as it was at that step
+                    steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
+                    stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance, carried=carried,
+                                        stop=stop)  # fmt: skip
+                    record["execution"].update(step.execution())  # eager from here on if compiling failed
+                    if isinstance(stats, PartialEpoch):
+                        if dist.is_main:
+                            save_partial(cfg, paths, backbone, optimizer, global_step, record, rows, stats)
+                        record.update(status="interrupted", error=f"stopped by {stop.name} in epoch {epoch}")
+                        break
+                    global_step += stats.steps
+                    dist.sync_buffers(backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm stats
+                    complete = _is_complete(cfg, epoch, global_step)
+                    test = (
+                        evaluate(backbone, test_loader, placement, dist)
+                        if complete or epoch % cfg.engine.eval_every == 0
+                        else None
+                    )
+                    row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
+                    rows.append(row)
+                    if tracker is not None:
+                        tracker.log_epoch(row)
+                    if dist.is_main:
+                        improved = test is not None and record["best_epoch"] == epoch
+                        save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, rows, improved)
+                    if complete or epoch == stop_after_epoch:
+                        break
+            if complete:
+                record.update(status="finished", error=None)
+        except KeyboardInterrupt as exc:  # Ctrl-C twice: no checkpoint of this point, the last one stands
+            failure = exc
+            record.update(status="interrupted", error="interrupted by a second Ctrl-C before its checkpoint")
+            raise
+        except Exception as exc:
+            failure = exc
+            record.update(status="failed", error=str(exc) or type(exc).__name__)
+            raise
+        finally:
+            record["wall_seconds"] = time.perf_counter() - started
+            if dist.is_main and paths.root.exists():
+                fault_point("before-final-record")
+                save_final_record(paths, record, failure)
+            if tracker is not None:
+                tracker.close()
     dist.leave()
     return record
 
 
-def _begin(
-    cfg: RunConfig, paths: RunPaths, placement: Placement, dist: DistContext, console: Console,
-    teacher: nn.Module | None, teacher_info: dict[str, Any] | None, test_loader: Any,
-) -> tuple[dict[str, Any], int, int]:  # fmt: skip
-    """A fresh run: its directory and config, and the teacher's measured accuracy in the record."""
-    record = new_record(cfg, paths)
-    if dist.is_main:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, paths)
-    if teacher is not None and cfg.teacher is not None:
-        measured = evaluate(teacher, test_loader, placement, dist)
-        record["teacher_checkpoint"] = {**(teacher_info or {}), "test_top1": measured["top1"],
-                                        "test_top5": measured["top5"]}  # fmt: skip
-        dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%, "
-                            f"top-5 {measured['top5']:.2f}%")  # fmt: skip
-    return record, 1, 0
+def _is_complete(cfg: RunConfig, epochs_done: int, global_step: int) -> bool:
+    out_of_steps = cfg.optim.max_steps is not None and global_step >= cfg.optim.max_steps
+    return epochs_done >= cfg.optim.epochs or out_of_steps
 
 
-def _resume(
-    cfg: RunConfig, paths: RunPaths, placement: Placement, dist: DistContext, console: Console,
-    backbone: nn.Module, optimizer: torch.optim.Optimizer,
-) -> tuple[dict[str, Any], int, int]:  # fmt: skip
-    """Restore model, optimizer, RNG and the record from `last.pt`: the run continues as if never stopped."""
-    checkpoint = load_checkpoint(paths.last, map_location=placement.device)
-    backbone.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    set_rng_state(checkpoint["rng"])
-    record = new_record(cfg, paths)
-    # The record as of the checkpointed epoch: later in-memory updates of a killed process never count.
-    record.update({k: v for k, v in checkpoint["record"].items() if k not in ("pid", "host", "versions", "execution")})
-    record.update(status="running", error=None)
-    if dist.is_main:
-        truncate_metrics(paths, checkpoint["epoch"])
-    start_epoch = checkpoint["epoch"] + 1
-    dist.print(console, f"Resuming {paths.root.name} at epoch {start_epoch}.")
-    return record, start_epoch, checkpoint["global_step"]
-
-
-def _save_epoch(
-    cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-    global_step: int, record: dict[str, Any], improved: bool,
+def _measure_teacher(
+    cfg: RunConfig, record: dict[str, Any], dist: DistContext, console: Console, teacher: nn.Module | None,
+    teacher_info: dict[str, Any] | None, test_loader: Any, placement: Placement,
 ) -> None:  # fmt: skip
-    """Atomically write `last.pt` (everything a resume needs), `best.pt` when the epoch improved, and the record."""
-    state = {
-        "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
-        "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
-    }  # fmt: skip
-    if improved:
-        save_checkpoint(paths.best, {k: state[k] for k in BEST_CHECKPOINT_KEYS})
-    save_checkpoint(paths.last, state)
-    save_record(paths, record)
+    """A fresh run records the teacher's measured accuracy."""
+    if teacher is None or cfg.teacher is None:
+        return
+    measured = evaluate(teacher, test_loader, placement, dist)
+    record["teacher_checkpoint"] = {**(teacher_info or {}), "test_top1": measured["top1"],
+                                    "test_top5": measured["top5"]}  # fmt: skip
+    dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%, "
+                        f"top-5 {measured['top5']:.2f}%")  # fmt: skip
 
 
 def _record_epoch(
@@ -341,6 +403,7 @@ def _record_epoch(
     record.update(epochs_done=epoch, wall_seconds=time.perf_counter() - started)
     if dist.is_main:
         append_metrics(paths, row)
+        fault_point("after-metrics")
     losses = " ".join(f"{k} {v:.4f}" for k, v in stats.losses.items())
     tested = f" test {test['top1']:.2f}/{test['top5']:.2f}" if test else ""
     skipped = f" [yellow]{stats.nonfinite_steps} non-finite steps skipped[/]" if stats.nonfinite_steps else ""

@@ -150,6 +150,8 @@ def parse_time(text: object) -> datetime | None:
 def run_state(data: dict[str, Any], now: datetime, hostname: str) -> RunState:
     """The state a reader should show: a `running` record whose process is gone is `incomplete`."""
     status = data["status"]
+    if status == "interrupted":  # stopped by a signal with a checkpoint: `--resume` continues it
+        return "incomplete"
     if status != "running":
         return status
     pid = data.get("pid")
@@ -168,8 +170,8 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
     """A Run from a decoded result.json; raises ValueError naming the first bad field."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
-    if data.get("status") not in ("running", "finished", "failed"):
-        raise ValueError(f"status {data.get('status')!r} is not running, finished or failed")
+    if data.get("status") not in ("running", "finished", "failed", "interrupted"):
+        raise ValueError(f"status {data.get('status')!r} is not running, finished, failed or interrupted")
     method = _field(data, "method", str)
     vanilla = method == "vanilla"
     student = data.get("student") or data.get("arch") or (data.get("teacher") if vanilla else None)

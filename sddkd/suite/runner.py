@@ -30,11 +30,13 @@ import yaml
 from sddkd.config import RunConfig
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
+from sddkd.run_lock import LOCKED_EXIT
 from sddkd.runs import read_run_state
 
 RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
 LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts
-STOP_GRACE_SECONDS = 15.0  # an interrupted child gets this long to write its checkpoint before it is killed
+# An interrupted child (SIGTERM) stops at its next step and writes a checkpoint: give it this long before a kill.
+STOP_GRACE_SECONDS = 60.0
 
 
 class SuiteError(UserError, ValueError):
@@ -111,8 +113,10 @@ def resolve_devices(devices: str | None) -> tuple[str, ...]:
 
 # --- progress --------------------------------------------------------------------------------------------------
 
-RunStatus = Literal["queued", "running", "done", "failed", "skipped", "blocked"]
-RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "done", "failed", "skipped", "blocked")
+# elsewhere: another process (another suite, a SLURM job, a `sddkd train`) owns the run directory; never started
+# here and not counted as a failure
+RunStatus = Literal["queued", "running", "done", "failed", "skipped", "blocked", "elsewhere"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("queued", "running", "done", "failed", "skipped", "blocked", "elsewhere")
 
 
 @dataclass
@@ -139,7 +143,7 @@ class SuiteOutcome:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(p.status in ("done", "skipped") for p in self.runs)
+        return not self.interrupted and all(p.status in ("done", "skipped", "elsewhere") for p in self.runs)
 
     def counts(self) -> dict[str, int]:
         return {s: sum(p.status == s for p in self.runs) for s in RUN_STATUSES}
@@ -215,8 +219,8 @@ def take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore 
         if item.run.register_teacher:
             _register(plan, item, recorded.record, store)
     elif recorded.state == "running":
-        item.status = "failed"
-        item.note = f"already running in process {recorded.record.get('pid')}: let it finish or stop it, then rerun"
+        holder = recorded.record.get("holder") or f"process {recorded.record.get('pid')}"
+        item.status, item.note = "elsewhere", f"running elsewhere ({holder}): not started here"
     elif recorded.state == "conflict":
         item.status = "failed"
         item.note = (
@@ -252,9 +256,11 @@ def _ready(progress: dict[str, RunProgress]) -> list[RunProgress]:
 
 def block_dependents(progress: dict[str, RunProgress]) -> None:
     for item in progress.values():
-        broken = [d for d in item.run.depends_on if progress[d].status in ("failed", "blocked")]
+        broken = [d for d in item.run.depends_on if progress[d].status in ("failed", "blocked", "elsewhere")]
         if item.status == "queued" and broken:
-            item.status, item.note = "blocked", f"teacher run {broken[0]} did not finish"
+            elsewhere = progress[broken[0]].status == "elsewhere"
+            why = "is running elsewhere: rerun when it is done" if elsewhere else "did not finish"
+            item.status, item.note = "blocked", f"teacher run {broken[0]} {why}"
 
 
 def write_resolved_config(plan: SuitePlan, run: PlannedRun) -> Path:
@@ -320,6 +326,9 @@ def _launch(
 def _finish(plan: SuitePlan, item: RunProgress, returncode: int, store: TeacherStore | None) -> None:
     item.returncode = returncode
     item.seconds = time.monotonic() - (item.started or time.monotonic())
+    if returncode == LOCKED_EXIT:  # another process took the run between our check and the child's start
+        item.status, item.note = "elsewhere", f"running elsewhere: {last_line(item.log)}"
+        return
     if returncode != 0:
         item.status = "failed"
         cause = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"

@@ -7,8 +7,9 @@ appended to `<run_dir>/stdout.log` as locally; submitit's own logs go to `OUT/.s
 
 - Idempotent like the local backend: finished runs are skipped, the others resume from `checkpoints/last.pt`, and a
   run whose last submission (`<run_dir>/slurm-job.json`) is still in `squeue` is not submitted twice.
-- Preemption and time limits: SLURM signals the job before it ends; submitit calls `RunTask.checkpoint`, which stops
-  the child (its last epoch checkpoint stands) and requeues the same task, whose `--resume` continues the run.
+- Preemption and time limits: SLURM signals the job before it ends; submitit calls `RunTask.checkpoint`, which sends
+  the child SIGTERM and waits: the run stops at its next step, checkpoints that point, and the requeued task's
+  `--resume` continues from it, so a requeue loses at most one step.
 - Teachers: the runs that wait for nothing go first; the students of trained teachers follow as arrays with
   `--dependency=afterok:<teacher jobs>` and `--kill-on-invalid-dep=yes`, so a failed teacher cancels its students
   instead of leaving them pending. submitit's local executor (cluster="local": tests, one workstation) has no
@@ -168,7 +169,7 @@ class RunTask:
         import submitit
 
         if _child is not None and _child.poll() is None:
-            _child.terminate()  # the run keeps its last epoch checkpoint; the requeued task resumes from it
+            _child.terminate()  # SIGTERM: the run checkpoints its current step; the requeued task resumes there
             try:
                 _child.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:

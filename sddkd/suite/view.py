@@ -20,7 +20,7 @@ from sddkd.suite.runner import RunProgress, SuiteOutcome, SuitePlan
 from sddkd.suite.slurm import Submission, read_submission
 
 RUN_STATUS_STYLE = {"queued": "dim", "running": "cyan", "done": "green", "failed": "bold red", "skipped": "green dim",
-                    "blocked": "red"}  # fmt: skip
+                    "blocked": "red", "elsewhere": "cyan dim"}  # fmt: skip
 RECORDED_STATE_STYLE = {"finished": "green", "new": "dim", "conflict": "red", "incomplete": "yellow", "failed": "red",
                         "running": "cyan"}  # fmt: skip
 

@@ -77,7 +77,8 @@ def test_two_ranks_interrupted_and_resumed_match_one_process(tmp_path: Path):
     assert resumed.stdout.count(run_name) == 1 and first.stderr.count("epoch 1/2") == 1
     # Only rank 0 writes: one metrics line per epoch and no stray files.
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
-    assert files == ["checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "metrics.jsonl", "result.json"]
+    expected = ["checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "lock", "metrics.jsonl", "result.json"]
+    assert files == expected
     ddp_rows, single_rows = metric_rows(run_dir), metric_rows(tmp_path / "single" / run_name)
     assert [r["epoch"] for r in ddp_rows] == [1, 2] and [r["steps"] for r in ddp_rows] == [4, 4]
 

@@ -111,9 +111,13 @@ def test_nonfinite_loss_policy(tmp_path: Path):
         train(tiny("synthetic/vanilla/resnet8", *exploding), tmp_path / "fail")
     record = json.loads(next((tmp_path / "fail").glob("*/result.json")).read_text())
     assert record["status"] == "failed" and "non-finite" in record["error"]
-    skipped = train(tiny("synthetic/vanilla/resnet8", *exploding, "engine.nonfinite=skip"), tmp_path / "skip")
+    # skip drops such steps, up to engine.nonfinite_skip_limit of an epoch's steps (here: all of them)
+    permissive = ("engine.nonfinite=skip", "engine.nonfinite_skip_limit=1.0")
+    skipped = train(tiny("synthetic/vanilla/resnet8", *exploding, *permissive), tmp_path / "skip")
     rows = metric_rows(tmp_path / "skip" / skipped["run_name"])
     assert rows[0]["nonfinite_steps"] >= 1
+    with pytest.raises(UserError, match="were skipped, more than engine.nonfinite_skip_limit=0.1"):
+        train(tiny("synthetic/vanilla/resnet8", *exploding, "engine.nonfinite=skip"), tmp_path / "limited")
 
 
 def test_missing_teacher_names_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -123,7 +127,11 @@ def test_missing_teacher_names_how_to_get_it(tmp_path: Path, monkeypatch: pytest
         train(cfg, tmp_path / "runs")
     message = str(info.value)
     assert "resnet20" in message and "sddkd" in message
-    assert not (tmp_path / "runs").exists(), "nothing is written before the teacher is found"
+    # the record exists before anything can fail, so report and suite --status show why this run failed
+    (record_path,) = (tmp_path / "runs").glob("*/result.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed" and record["error"] == message and record["epochs_done"] == 0
+    assert not list((tmp_path / "runs").glob("*/checkpoints/*.pt"))
 
 
 def test_teacher_of_the_wrong_architecture_is_refused(smoke_teacher: Path, tmp_path: Path):

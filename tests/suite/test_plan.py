@@ -458,8 +458,23 @@ def test_runs_running_elsewhere_or_holding_another_recipe_are_not_started(tmp_pa
             json.dumps({**record, "pid": os.getpid(), "host": os.uname().nodename})
         )
     outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
-    assert fake.calls() == [] and "already running in process" in outcome.failures[0].note
-    assert "holds another recipe (config hash 0123456789ab); remove that directory" in outcome.failures[1].note
+    assert fake.calls() == [] and outcome.runs[0].status == "elsewhere"  # neither trained nor counted as failed
+    assert "running elsewhere (process" in outcome.runs[0].note
+    (conflict,) = outcome.failures
+    assert "holds another recipe (config hash 0123456789ab); remove that directory" in conflict.note
+
+
+def test_a_run_whose_directory_is_locked_is_left_to_its_owner(tmp_path, fake):
+    from sddkd.run_lock import acquire_run_lock
+
+    plan = plan_suite(suite_file(tmp_path, "runs:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path)
+    lock = acquire_run_lock(tmp_path / plan.runs[0].name)  # a `sddkd train` elsewhere, no record written yet
+    try:
+        outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
+    finally:
+        lock.release()
+    assert fake.calls() == [] and outcome.runs[0].status == "elsewhere" and outcome.ok
+    assert f"process {os.getpid()} on" in outcome.runs[0].note
 
 
 def test_a_run_that_cannot_start_fails_alone(tmp_path):
