@@ -9,8 +9,6 @@ counter are tensors, read back once per epoch, so a step never waits for the GPU
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from sddkd.evaluation import evaluate
 from sddkd.fastpath import TrainStep, fold_batchnorm, make_optimizer
 from sddkd.models import create_model
 from sddkd.placement import Placement, build_data, resolve_placement
+from sddkd.progress import run_bar
 from sddkd.runs import (
     RunPaths,
     append_metrics,
@@ -123,19 +122,6 @@ def train_epoch(
     )
 
 
-@contextmanager
-def _progress_bar(enabled: bool, console: Console, total_steps: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("training", total=total_steps)
-        yield lambda description=None: progress.update(task, advance=1, description=description or None)
-
-
 def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
     from sddkd import teachers
 
@@ -223,8 +209,15 @@ def train(
     started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
     try:
         epoch = start_epoch
-        with _progress_bar(cfg.engine.progress and dist.is_main, console, len(train_loader)) as advance:
+        bar = run_bar(
+            cfg.engine.progress and dist.is_main, console, epochs=cfg.optim.epochs,
+            steps_per_epoch=len(train_loader), max_steps=cfg.optim.max_steps, done_steps=global_step,
+            start_epoch=start_epoch,
+        )  # fmt: skip
+        with bar as advance:
             for epoch in range(start_epoch, cfg.optim.epochs + 1):
+                if advance is not None:
+                    advance.start_epoch(epoch)
                 lr = lr_at(cfg.optim, epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -242,6 +235,8 @@ def train(
                     else None
                 )
                 row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
+                if advance is not None:
+                    advance.end_epoch(sum(stats.losses.values()), row["images_per_s"])
                 if tracker is not None:
                     tracker.log_epoch(row)
                 if dist.is_main:

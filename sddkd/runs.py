@@ -21,6 +21,7 @@ from sddkd import __version__
 from sddkd.config import RunConfig, config_hash, run_name
 from sddkd.errors import UserError
 from sddkd.files import write_json_atomic, write_text_atomic
+from sddkd.recipes import identity_record
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
         "teacher_checkpoint": None,
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        **identity_record(cfg),  # preset, changed keys, seedless recipe, partial (smoke) or not
     }
 
 

@@ -1,4 +1,4 @@
-"""Teacher checkpoints: the store under `SDDKD_HOME`, checksums and safe loading.
+"""Teacher checkpoints: the store under `SDDKD_HOME` (else `$XDG_CACHE_HOME/sddkd`), checksums and safe loading.
 
 Store layout: `$SDDKD_HOME/teachers/<dataset>/<arch>.pth` (the published file, byte for byte) plus
 `$SDDKD_HOME/teachers/index.json`, which records for each one its sha256, size, origin and recorded accuracy.
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sddkd import locations
 from sddkd.download import FetchError, file_digest
 from sddkd.files import write_json_atomic
 
@@ -51,8 +52,8 @@ class TeacherError(FetchError):
 
 
 def sddkd_home() -> Path:
-    """$SDDKD_HOME, else ~/.cache/sddkd."""
-    return Path(os.environ.get("SDDKD_HOME") or Path.home() / ".cache" / "sddkd").expanduser()
+    """$SDDKD_HOME, else $XDG_CACHE_HOME/sddkd, else ~/.cache/sddkd (`sddkd.locations`)."""
+    return locations.sddkd_home()
 
 
 def store_dir() -> Path:
