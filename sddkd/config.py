@@ -160,6 +160,8 @@ class EngineConfig(StrictModel):
     eval_every: int = Field(1, ge=1)  # epochs between evaluations (the last epoch is always evaluated)
     progress: bool = True
     tensorboard: bool = False
+    wandb: bool = False  # Weights & Biases: config and per-epoch metrics (extra `wandb`; WANDB_MODE=offline works)
+    wandb_project: str = "sddkd"
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -38,7 +38,7 @@ from sddkd.runs import (
     save_record,
     truncate_metrics,
 )  # fmt: skip
-from sddkd.tracking import TensorBoardLog, require_tensorboard
+from sddkd.tracking import open_trackers, require_trackers
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
 
@@ -178,8 +178,7 @@ def train(
         dist.print(console, f"[green]{paths.root.name}[/] already finished (config hash {config_hash(cfg)}).")
         dist.leave()
         return read_result(paths) or {}
-    if cfg.engine.tensorboard:
-        require_tensorboard()
+    require_trackers(cfg.engine.tensorboard, cfg.engine.wandb)
     spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
     backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
@@ -204,7 +203,11 @@ def train(
                         + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
     if dist.is_main:
         save_record(paths, record)
-    tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
+    tracker = (
+        open_trackers(paths.root, cfg.model_dump(mode="json"), tensorboard=cfg.engine.tensorboard,
+                      wandb=cfg.engine.wandb, project=cfg.engine.wandb_project)
+        if dist.is_main else None
+    )  # fmt: skip
 
     started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
     try:

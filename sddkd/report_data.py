@@ -64,6 +64,7 @@ class Run:
     recipe_key: str | None = None  # the recipe without its seed; None in records older than it
     recipe: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, seed left out
     partial: bool = False  # a smoke run: --max-steps, or fewer epochs than its preset
+    teacher_top1: float | None = None  # the teacher's test top-1 as this run measured it
 
     @property
     def pair(self) -> str:
@@ -219,7 +220,14 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         recipe_key=recipe_key,
         recipe=recipe,
         partial=data.get("partial") is True,
+        teacher_top1=_teacher_top1(data),
     )
+
+
+def _teacher_top1(data: dict[str, Any]) -> float | None:
+    teacher = data.get("teacher_checkpoint")
+    measured = teacher.get("test_top1") if isinstance(teacher, dict) else None
+    return float(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else None
 
 
 _STATE_RANK = {state: rank for rank, state in enumerate(STATES)}
