@@ -192,7 +192,7 @@ def render_json(report: Report) -> str:
 
 # The terminal table keeps short headers and minimum widths so it stays legible down to 80 columns, where its
 # cells wrap ("76.40" over "± 0.32"); TERMINAL_LEGEND names the columns.
-TERMINAL_COLUMNS = {"pair": 10, "method": 7, "M": 5, "ep": 3, "n": 2, "status": 8, "best": 6, "last": 6}
+TERMINAL_COLUMNS = {"pair": 9, "method": 7, "M": 5, "ep": 3, "n": 2, "status": 8, "best": 6, "last": 6}
 TERMINAL_COLUMNS |= {"ΔM1": 5, "pub": 5, "Δpub": 5}
 TERMINAL_LEGEND = (
     "best / last = top-1 at the best epoch (DKD/LSKD/SDD convention) / last epoch (RepDistiller), mean ± "
@@ -201,12 +201,26 @@ TERMINAL_LEGEND = (
 )
 
 
+# Short headers for the keys a sweep usually varies; others go by their last dotted part.
+SHORT_NAMES = {
+    "method.temperature": "T", "method.kd_weight": "kd w", "method.ce_weight": "ce w", "optim.lr": "lr",
+    "optim.batch_size": "batch", "method.warmup": "warm", "method.complementary_weight": "βc",
+    "optim.weight_decay": "wd", "method.alpha": "α", "method.beta": "β",
+}  # fmt: skip
+
+
+def terminal_names(keys: Sequence[str]) -> dict[str, str]:
+    names = short_keys(list(keys))
+    return {key: SHORT_NAMES.get(key, names[key]) for key in keys}
+
+
 def _terminal_table(dataset: str, rows: Sequence[Row], keys: Sequence[str]) -> Table:
     epochs = {row.epochs for row in rows}
     one_length = len(epochs) == 1  # then the epochs go into the title, saving a column
     title = f"{dataset}, {epochs.pop()} epochs" if one_length else dataset
-    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    names = short_keys(list(keys))  # `temperature`, not `method.temperature`
+    # collapse_padding: one space between columns, so a swept-key column still fits in 80
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    names = terminal_names(keys)  # `T`, not `method.temperature`
     columns = list(TERMINAL_COLUMNS.items())
     columns[4:4] = [(names[key], 4) for key in keys]
     for header, min_width in columns:
@@ -228,7 +242,11 @@ def render_table(report: Report) -> Group:
     for dataset in dict.fromkeys(row.dataset for row in report.rows):
         rows = [row for row in report.rows if row.dataset == dataset]
         parts.append(_terminal_table(dataset, rows, report.setting_keys))
-    parts.append(Text(TERMINAL_LEGEND, style="dim"))
+    legend = TERMINAL_LEGEND
+    if report.setting_keys:
+        named = ", ".join(f"{short} = {key}" for key, short in terminal_names(report.setting_keys).items())
+        legend += f" Swept settings: {named}."
+    parts.append(Text(legend, style="dim"))
     if report.unfinished:
         unfinished = Table(title="runs not finished", title_justify="left", box=box.SIMPLE_HEAD)
         for header in RUN_HEADERS:
