@@ -379,7 +379,7 @@ def report_command(
     if output_format == "table":
         # a terminal wraps cells at its width; a file or pipe gets every row at its natural width, one line each
         shown = console if console.is_terminal else Console(width=10_000, soft_wrap=True)
-        shown.print(render_table(report))
+        shown.print(render_table(report, width=console.width if console.is_terminal else None))
     else:
         sys.stdout.write(render(report, output_format))
     # keep stdout clean for piping the md/csv/json text

@@ -192,7 +192,7 @@ def render_json(report: Report) -> str:
 
 # The terminal table keeps short headers and minimum widths so it stays legible down to 80 columns, where its
 # cells wrap ("76.40" over "± 0.32"); TERMINAL_LEGEND names the columns.
-TERMINAL_COLUMNS = {"pair": 9, "method": 7, "M": 5, "ep": 3, "n": 2, "status": 8, "best": 6, "last": 6}
+TERMINAL_COLUMNS = {"pair": 10, "method": 7, "M": 5, "ep": 3, "n": 2, "status": 8, "best": 6, "last": 6}
 TERMINAL_COLUMNS |= {"ΔM1": 5, "pub": 5, "Δpub": 5}
 TERMINAL_LEGEND = (
     "best / last = top-1 at the best epoch (DKD/LSKD/SDD convention) / last epoch (RepDistiller), mean ± "
@@ -214,34 +214,47 @@ def terminal_names(keys: Sequence[str]) -> dict[str, str]:
     return {key: SHORT_NAMES.get(key, names[key]) for key in keys}
 
 
-def _terminal_table(dataset: str, rows: Sequence[Row], keys: Sequence[str]) -> Table:
+NUMBER_COLUMNS = ("n", "best", "last", "ΔM1", "pub", "Δpub")
+
+
+def _terminal_table(dataset: str, rows: Sequence[Row], keys: Sequence[str], narrow: bool = False) -> Table:
     epochs = {row.epochs for row in rows}
     one_length = len(epochs) == 1  # then the epochs go into the title, saving a column
+    all_finished = all(_states(row) == "finished" for row in rows)  # then the title says so, saving a column
     title = f"{dataset}, {epochs.pop()} epochs" if one_length else dataset
-    # collapse_padding: one space between columns, so a swept-key column still fits in 80
-    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    title += ", all finished" if all_finished else ""
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     names = terminal_names(keys)  # `T`, not `method.temperature`
     columns = list(TERMINAL_COLUMNS.items())
     columns[4:4] = [(names[key], 4) for key in keys]
-    for header, min_width in columns:
-        if header == "ep" and one_length:
+    dropped = {index for index, (header, _) in enumerate(columns)
+               if (header == "ep" and one_length) or (header == "status" and all_finished)}  # fmt: skip
+    for index, (header, min_width) in enumerate(columns):
+        if index in dropped:
             continue
         left = header in ("pair", "method", "M", "status")
-        # fold: a long name or number wraps onto the next line instead of being cut to "resnet20→…"
-        table.add_column(header, justify="left" if left else "right", min_width=min_width, overflow="fold")
+        # fold: a long name or number wraps onto the next line instead of being cut to "resnet20→…". Narrow: every
+        # column gets its fixed width ("76.40" over "± 0.32"), since rich would squeeze the last ones to nothing
+        fixed = (max(min_width, 6) if header in NUMBER_COLUMNS and header != "n" else min_width) if narrow else None
+        table.add_column(header, justify="left" if left else "right", min_width=min_width, width=fixed,
+                         overflow="fold")  # fmt: skip
     for row in rows:
         cells = _cells(row)[1:]  # the dataset is in the title
-        shown = cells[:3] + cells[4:] if one_length else cells
+        shown = [cell for index, cell in enumerate(cells) if index not in dropped]
         table.add_row(*(Text(cell) for cell in shown))  # Text: a "[...]" in a name is not rich markup
     return table
 
 
-def render_table(report: Report) -> Group:
-    """The rich renderable for the terminal: one table per dataset, the legend, then the unfinished runs."""
+def render_table(report: Report, width: int | None = None) -> Group:
+    """The rich renderable for the terminal: one table per dataset, the legend, then the unfinished runs.
+
+    `width`: the terminal's columns; below 120 the number columns get fixed widths so the table fits.
+    """
+    narrow = width is not None and width < 120
     parts: list[Table | Text] = []
     for dataset in dict.fromkeys(row.dataset for row in report.rows):
         rows = [row for row in report.rows if row.dataset == dataset]
-        parts.append(_terminal_table(dataset, rows, report.setting_keys))
+        parts.append(_terminal_table(dataset, rows, report.setting_keys, narrow))
     legend = TERMINAL_LEGEND
     if report.setting_keys:
         named = ", ".join(f"{short} = {key}" for key, short in terminal_names(report.setting_keys).items())

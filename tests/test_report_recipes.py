@@ -70,13 +70,14 @@ def test_rows_are_recipes_and_the_swept_key_is_a_column(sweep: Path):
 
 def test_the_terminal_table_wraps_at_80_columns_and_never_cuts(sweep: Path):
     console = Console(file=io.StringIO(), width=80, force_terminal=False)
-    console.print(render_table(build_report(sweep)))
+    console.print(render_table(build_report(sweep), width=80))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert "T = method.temperature" in text and "→" in text and "resnet32x" in text  # the pair folds, uncut
+    assert "T = method.temperature" in text and "→" in text and "resnet32x4" in text  # the pair folds, uncut
+    assert "cifar100, 4 epochs, all finished" in text
     header = next(line for line in text.splitlines() if line.lstrip().startswith("pair"))
-    assert header.split() == ["pair", "method", "M", "T", "n", "status", "best", "last", "ΔM1", "pub", "Δpub"]
+    assert header.split() == ["pair", "method", "M", "T", "n", "best", "last", "ΔM1", "pub", "Δpub"]
 
 
 def test_a_piped_table_is_full_width_one_line_per_row(sweep: Path, tmp_path: Path):
