@@ -98,7 +98,8 @@ def fetch_teachers_command(
 def prepare_data_command(
     dataset: Annotated[Literal["cifar100", "cub200", "imagenet"], typer.Argument(help="Which dataset.")],
     data_root: Annotated[
-        Path | None, typer.Option(help="Where datasets live (the config's data.root) \\[default: $SDDKD_DATA, else data].")
+        Path | None,
+        typer.Option(help="Where datasets live (the config's data.root) \\[default: $SDDKD_DATA, else data]."),
     ] = None,
     url: Annotated[str | None, typer.Option(help="Download from this mirror instead of the official URL.")] = None,
     md5: Annotated[str | None, typer.Option(help="Expected md5 of the archive (a mirror's own file).")] = None,

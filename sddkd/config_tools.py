@@ -145,7 +145,8 @@ def copy_preset(preset: str, dest: Path, *, force: bool = False) -> Path:
     text = source.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     header_end = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), 0)
-    added = [f"# Copied from {shipped_preset_name(source) or source} by `sddkd config cp`; run: sddkd train --preset {dest}\n"]
+    origin = shipped_preset_name(source) or source
+    added = [f"# Copied from {origin} by `sddkd config cp`; run: sddkd train --preset {dest}\n"]
     name = shipped_preset_name(source)
     if name is not None and "preset" not in load_yaml(source):
         # run names then list what this copy changes, exactly as `--set` overrides of the preset would

@@ -196,7 +196,8 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         raise ValueError("field 'student' is missing or not a str")
     raw_scales = data.get("scales")
     pid = data.get("pid")
-    recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
+    raw_recipe = data.get("recipe")
+    recipe: dict[str, Any] = raw_recipe if isinstance(raw_recipe, dict) else {}
     recipe_key = data.get("recipe_key") if isinstance(data.get("recipe_key"), str) else None
     return Run(
         path=path.parent,

@@ -126,7 +126,9 @@ def _teacher_line(axes: Axes, runs: Sequence[Run], teacher: str) -> None:
         axes.axhline(value, color="black", linestyle=":", linewidth=1.2, label=f"teacher {teacher} ({value:.1f}%)")
 
 
-def _epoch_figure(title: str, teacher: str, runs: Sequence[Run], keys: Sequence[str], warnings: list[str]) -> Figure | None:
+def _epoch_figure(
+    title: str, teacher: str, runs: Sequence[Run], keys: Sequence[str], warnings: list[str]
+) -> Figure | None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 

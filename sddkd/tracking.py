@@ -110,7 +110,9 @@ def require_trackers(tensorboard: bool, wandb: bool) -> None:
         require_wandb()
 
 
-def open_trackers(run_dir: Path, config: dict[str, Any], *, tensorboard: bool, wandb: bool, project: str) -> Trackers | None:
+def open_trackers(
+    run_dir: Path, config: dict[str, Any], *, tensorboard: bool, wandb: bool, project: str
+) -> Trackers | None:
     """The run's trackers, or None when none is asked for."""
     trackers: list[Any] = [TensorBoardLog(run_dir)] if tensorboard else []
     if wandb:

@@ -65,6 +65,10 @@ def test_a_piped_run_prints_one_whole_line_per_epoch_and_nothing_else(tmp_path):
     assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
     assert all(re.search(r"\(\d+ img/s, [\d.]+s\)$", line) for line in epochs), epochs  # whole, unwrapped
     assert len(lines) == 1 + len(epochs)  # the "on cpu" line, then one line per epoch: no bar, no fragments
-    assert lines[0].startswith("synthetic-vanilla-resnet8-s0+") and lines[0].endswith(" on cpu: fp32") or "bf16" in lines[0]
+    assert (
+        lines[0].startswith("synthetic-vanilla-resnet8-s0+")
+        and lines[0].endswith(" on cpu: fp32")
+        or "bf16" in lines[0]
+    )
     summary = result.stdout.strip().splitlines()
     assert len(summary) == 1 and summary[0].endswith("(partial run: e3of8)")

@@ -232,6 +232,8 @@ def test_a_max_steps_run_then_the_full_run_of_the_same_preset_both_run(tmp_path:
 
 def test_only_partial_runs_is_one_clear_line(tmp_path: Path):
     out = tmp_path / "logs"
-    assert invoke("train", "-p", "synthetic/vanilla/resnet8", "--max-steps", "1", "--out", str(out), *TINY).exit_code == 0
+    assert (
+        invoke("train", "-p", "synthetic/vanilla/resnet8", "--max-steps", "1", "--out", str(out), *TINY).exit_code == 0
+    )
     result = invoke("report", str(out))
     assert result.exit_code == 2 and "--include-partial" in result.output
