@@ -90,7 +90,8 @@ def fetch_teachers_command(
 ) -> None:
     """Download, verify and register published teacher checkpoints.
 
-    Store: $SDDKD_HOME/teachers/<dataset>/<arch>.pth plus index.json (SDDKD_HOME defaults to ~/.cache/sddkd).
+    Store: $SDDKD_HOME/teachers/<dataset>/<arch>.pth plus index.json (SDDKD_HOME defaults to
+    $XDG_CACHE_HOME/sddkd, else ~/.cache/sddkd).
 
     Each checkpoint is loaded strictly into its architecture (weights only, no code) before it is accepted.
 
@@ -114,7 +115,10 @@ def fetch_teachers_command(
 @app.command("prepare-data")
 def prepare_data_command(
     dataset: Annotated[Literal["cifar100", "cub200", "imagenet"], typer.Argument(help="Which dataset.")],
-    data_root: Annotated[Path, typer.Option(help="Where datasets live (the config's data.root).")] = Path("data"),
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="Where datasets live (the config's data.root) \\[default: $SDDKD_DATA, else data]."),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Download from this mirror instead of the official URL.")] = None,
     md5: Annotated[str | None, typer.Option(help="Expected md5 of the archive (a mirror's own file).")] = None,
     source: Annotated[
@@ -128,9 +132,10 @@ def prepare_data_command(
     ImageNet cannot be downloaded (licence): pass --from with its train/ and val/ class folders.
     """
     from sddkd.data.prepare import prepare_dataset
+    from sddkd.locations import default_data_root
 
     with user_errors():
-        prepared = prepare_dataset(dataset, data_root, url=url, md5=md5, source=source)
+        prepared = prepare_dataset(dataset, data_root or Path(default_data_root()), url=url, md5=md5, source=source)
     state = "already prepared" if prepared.reused else "prepared"
     checks = ", ".join(
         part for part in (prepared.archive_md5 and f"md5 {prepared.archive_md5}", prepared.spot_check) if part
@@ -151,7 +156,7 @@ def train_command(
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="`synthetic` swaps in generated data of the same shape.")] = None,
     data_root: Annotated[
-        Path | None, typer.Option(help="Where `sddkd prepare-data` put the data \\[default: data].")
+        Path | None, typer.Option(help="Where `sddkd prepare-data` put the data \\[default: $SDDKD_DATA, else data].")
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N optimizer steps (smoke tests).")] = None,
@@ -170,16 +175,34 @@ def train_command(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
     ] = None,
-    list_presets: Annotated[bool, typer.Option("--list", help="List the shipped presets and exit.")] = False,
+    list_presets: Annotated[
+        bool, typer.Option("--list", help="List the shipped presets (those matching PATTERN) and exit.")
+    ] = False,
+    pattern: Annotated[
+        str | None, typer.Argument(metavar="[PATTERN]", help="With --list: a glob or text the names must match.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved config, run name and sources; train nothing.")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Run directory name instead of the derived one.")] = None,
 ) -> None:
-    """Train a student against a frozen teacher (or a vanilla model) from a preset."""
+    """Train a student against a frozen teacher (or a vanilla model) from a preset.
+
+    The run directory is named after dataset, method, pair, M and seed, plus what the overrides change
+    (`+temperature=8`) and `-partial-...` for runs cut short (--max-steps, fewer epochs than the preset).
+    """
     from sddkd import config
 
+    if pattern is not None and not list_presets:
+        fail(f"unexpected argument {pattern!r}: give the preset with --preset (a PATTERN goes with --list)")
     if list_presets:
+        from sddkd.config_tools import matching_presets
+
         with user_errors():
-            names = config.list_presets()
-        for name in names:
-            console.print(name, highlight=False)
+            listed = matching_presets(pattern)
+        width = max(len(n) for n, _ in listed)
+        for preset_name, description in listed:
+            console.print(escape(f"{preset_name:<{width}}  {description}"), highlight=False, soft_wrap=True)
         return
     if preset is None:
         fail("give a preset with --preset NAME (see `sddkd train --list`)")
@@ -190,7 +213,14 @@ def train_command(
     }  # fmt: skip
     assignments = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     try:
-        cfg = config.load_config(preset, scales=scales, dataset=dataset, overrides=assignments + (overrides or []))
+        cfg = config.load_config(
+            preset, scales=scales, dataset=dataset, overrides=assignments + (overrides or []), name=name
+        )
+        if dry_run:
+            from sddkd.config_tools import show_text
+
+            sys.stdout.write(show_text(cfg, out))
+            return
     except config.ConfigError as exc:
         fail(str(exc))
     if resume and restart:
@@ -216,8 +246,10 @@ def train_command(
         return
     console.print(
         f"[bold]{record['run_name']}[/]: best top-1 {record['best_top1']:.2f}% (epoch {record['best_epoch']}), "
-        f"last top-1 {record['last_top1']:.2f}%  -> {out / record['run_name']}",
+        f"last top-1 {record['last_top1']:.2f}%  -> {out / record['run_name']}"
+        + (f" (partial run: {record['partial_reason']})" if record.get("partial") else ""),
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -442,24 +474,34 @@ def report_command(
     analysis: Annotated[
         bool, typer.Option("--analysis", help="Link each run's `sddkd analyze` figures from report.md.")
     ] = False,
+    include_partial: Annotated[
+        bool,
+        typer.Option("--include-partial", help="Also report partial runs (--max-steps, fewer epochs than the preset)."),
+    ] = False,
 ) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
     from sddkd.report.render import ReportError, generate_report, render, render_table
 
     try:
-        report = generate_report(runs_dir, out_dir=out, plots=plots, analysis=analysis)
+        report = generate_report(runs_dir, out_dir=out, plots=plots, analysis=analysis, include_partial=include_partial)
     except ReportError as error:
         fail(str(error))
     for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if output_format == "table":
-        console.print(render_table(report))
+        # a terminal wraps cells at its width; a file or pipe gets every row at its natural width, one line each
+        shown = console if console.is_terminal else Console(width=10_000, soft_wrap=True)
+        shown.print(render_table(report, width=console.width if console.is_terminal else None))
     else:
         sys.stdout.write(render(report, output_format))
     # keep stdout clean for piping the md/csv/json text
     notes = console if output_format == "table" else err_console
     notes.print(f"wrote {len(report.files)} files into {escape(str(out or runs_dir))}", highlight=False)
 
+
+from sddkd.cli_config import config_app  # noqa: E402  (the `config` commands; defined apart to keep this file short)
+
+app.add_typer(config_app)
 
 # --------------------------------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sddkd.errors import UserError
+from sddkd.locations import default_data_root
 from sddkd.scales import Scales, format_scales, parse_scales
 
 DatasetName = Literal["cifar100", "cub200", "imagenet", "synthetic"]
@@ -47,7 +48,8 @@ class SyntheticConfig(StrictModel):
 
 class DataConfig(StrictModel):
     name: DatasetName
-    root: str = "data"  # where `sddkd prepare-data` put the files; unused by synthetic
+    # where `sddkd prepare-data` put the files ($SDDKD_DATA, else `data`); unused by synthetic
+    root: str = Field(default_factory=default_data_root)
     synthetic: SyntheticConfig | None = None  # only for name == "synthetic"
     num_workers: int = Field(4, ge=0)  # decoding workers for ImageNet; array datasets live on the device
 
@@ -163,6 +165,8 @@ class EngineConfig(StrictModel):
     eval_every: int = Field(1, ge=1)  # epochs between evaluations (the last epoch is always evaluated)
     progress: bool = True
     tensorboard: bool = False
+    wandb: bool = False  # Weights & Biases: config and per-epoch metrics (extra `wandb`; WANDB_MODE=offline works)
+    wandb_project: str = "sddkd"
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -182,6 +186,9 @@ class RunConfig(StrictModel):
     """One fully resolved training run."""
 
     description: str = ""  # what the preset reproduces
+    # The shipped preset this recipe derives from: run names list what differs from it (`sddkd.recipes`).
+    preset: str | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")  # the run directory; None: derived
     data: DataConfig
     student: str
     teacher: TeacherConfig | None = None
@@ -203,27 +210,22 @@ class RunConfig(StrictModel):
         return self.method.scales if isinstance(self.method, KDMethod | DKDMethod) else (1,)
 
 
+# What a run's identity leaves out: how and where it runs, and what it is called.
+NOT_RECIPE: dict[str, Any] = {
+    "engine": True, "description": True, "preset": True, "name": True, "data": {"root", "num_workers"},
+}  # fmt: skip
+
+
 def config_hash(cfg: RunConfig) -> str:
     """12 hex digits identifying the recipe: what is computed, not where or how fast.
 
     Left out: engine settings, the data root and the teacher checkpoint path (its checksum is recorded instead).
     """
-    recipe = cfg.model_dump(mode="json", exclude={"engine": True, "description": True, "data": {"root", "num_workers"}})
+    recipe = cfg.model_dump(mode="json", exclude=NOT_RECIPE)
     if recipe.get("teacher"):
         recipe["teacher"].pop("checkpoint", None)
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def run_name(cfg: RunConfig) -> str:
-    """The run directory's name: dataset, method, pair, M and seed, so no two settings overwrite each other."""
-    if cfg.teacher is None:
-        return f"{cfg.data.name}-{cfg.method.name}-{cfg.student}-s{cfg.seed}"
-    pair = f"{cfg.teacher.arch}_{cfg.student}"
-    return f"{cfg.data.name}-{cfg.method.name}-{pair}-M{format_scales(cfg.scales)}-s{cfg.seed}"
-
-
-# --- presets, overrides and errors ----------------------------------------------------------------------------
 
 
 class ConfigError(UserError, ValueError):
@@ -274,6 +276,15 @@ def resolve_preset(name: str) -> Path:
     close = difflib.get_close_matches(key, stems, n=4, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(f"unknown preset {name!r}{hint} (`sddkd train --list` shows all presets)")
+
+
+def shipped_preset_name(path: Path) -> str | None:
+    """`cifar100/kd/res32x4_res8x4` for a file among the shipped presets, else None."""
+    try:
+        relative = path.resolve().relative_to(presets_root().resolve())
+    except ValueError:
+        return None
+    return relative.with_suffix("").as_posix()
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -338,10 +349,19 @@ def load_config(
     overrides: Sequence[str] = (),
     scales: str | None = None,
     dataset: str | None = None,
+    name: str | None = None,
 ) -> RunConfig:
-    """Preset → raw dict → CLI shortcuts and `--set` overrides → validated RunConfig."""
+    """Preset → raw dict → CLI shortcuts and `--set` overrides → validated RunConfig.
+
+    A shipped preset records its name in `preset`, so the run name can say what the overrides changed.
+    """
     path = resolve_preset(preset)
     raw = load_yaml(path)
+    shipped = shipped_preset_name(path)
+    if shipped is not None and "preset" not in raw:
+        raw["preset"] = shipped
+    if name is not None:
+        raw["name"] = name
     if dataset == "synthetic":
         swap_to_synthetic(raw)
     elif dataset is not None and dataset != raw.get("data", {}).get("name"):
@@ -363,7 +383,11 @@ def load_config(
 
 def _describe(exc: ValidationError) -> str:
     """The first validation error as one sentence, listing the allowed keys for a misspelled one."""
-    error = exc.errors()[0]
+    return describe_error(exc.errors()[0])
+
+
+def describe_error(error: Any) -> str:
+    """One pydantic error (an item of `ValidationError.errors()`) as one sentence."""
     loc = [str(p) for p in error["loc"]]
     where = ".".join(p for p in loc if p not in _METHOD_CLASSES) or "config"  # drop the union tag
     if error["type"] == "extra_forbidden":

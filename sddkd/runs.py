@@ -18,9 +18,10 @@ from typing import Any, Literal
 import yaml
 
 from sddkd import __version__
-from sddkd.config import RunConfig, config_hash, run_name
+from sddkd.config import RunConfig, config_hash
 from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
+from sddkd.recipes import identity_record, run_name
 from sddkd.run_lock import describe_holder, lock_holder
 
 
@@ -117,6 +118,7 @@ def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
         "teacher_checkpoint": None,
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        **identity_record(cfg),  # preset, changed keys, seedless recipe, partial (smoke) or not
     }
 
 

@@ -9,8 +9,8 @@ from sddkd.config import (
     list_presets,
     load_config,
     resolve_preset,
-    run_name,
 )
+from sddkd.recipes import run_name
 
 
 @pytest.mark.parametrize("name", list_presets())

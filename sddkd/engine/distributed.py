@@ -121,4 +121,5 @@ class DistContext:
 
     def print(self, console: Any, message: str) -> None:
         if self.is_main:
-            console.print(message, highlight=False)
+            # soft_wrap: a piped log (suite stdout.log, SLURM) keeps each line whole instead of wrapping at 80 columns
+            console.print(message, highlight=False, soft_wrap=True)

@@ -13,6 +13,7 @@ from sddkd.engine.checkpoint import load_checkpoint
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.errors import UserError
+from sddkd.locations import default_data_root
 from sddkd.models import ImageClassifier, region_logits
 from sddkd.scales import Scales, num_regions, parse_scales
 
@@ -64,7 +65,7 @@ def _data_config(run_cfg: RunConfig | None, dataset: str | None, data_root: Path
         raise UserError(f"{path} carries no config; name its data with --dataset cifar100|cub200|imagenet")
     if dataset == "synthetic":
         raise UserError("--dataset synthetic needs the generating options: evaluate a checkpoint trained on it instead")
-    return DataConfig(name=dataset, root=str(data_root or "data"))
+    return DataConfig(name=dataset, root=str(data_root or default_data_root()))
 
 
 def evaluate(

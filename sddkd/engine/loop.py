@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +24,11 @@ from sddkd.engine.checkpoint import set_rng_state
 from sddkd.engine.distill import RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
-from sddkd.engine.loop.faults import fault_point
-from sddkd.engine.loop.interrupts import StopRequest, stop_on_signals
-from sddkd.engine.loop.resume import (
+from sddkd.engine.faults import fault_point
+from sddkd.engine.interrupts import StopRequest, stop_on_signals
+from sddkd.engine.placement import Placement, build_data, resolve_placement
+from sddkd.engine.progress import run_bar
+from sddkd.engine.resume import (
     PartialEpoch,
     load_for_resume,
     rebuild_outputs,
@@ -38,11 +38,10 @@ from sddkd.engine.loop.resume import (
     save_final_record,
     save_partial,
 )  # fmt: skip
-from sddkd.engine.loop.run_checks import check_architectures, refuse_nonfinite_teacher
-from sddkd.engine.loop.run_directory import open_run_directory
-from sddkd.engine.placement import Placement, build_data, resolve_placement
+from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher
+from sddkd.engine.run_directory import open_run_directory
 from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer, resolve_compile
-from sddkd.engine.tracking import TensorBoardLog, require_tensorboard
+from sddkd.engine.tracking import open_trackers, require_trackers
 from sddkd.errors import UserError
 from sddkd.models import create_model
 from sddkd.run_lock import RunLock
@@ -158,19 +157,6 @@ def train_epoch(
     )
 
 
-@contextmanager
-def _progress_bar(enabled: bool, console: Console, total_steps: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("training", total=total_steps)
-        yield lambda description=None: progress.update(task, advance=1, description=description or None)
-
-
 def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
     from sddkd.teachers.sources import missing_teacher_message
     from sddkd.teachers.store import find_teacher, load_teacher
@@ -224,8 +210,7 @@ def train(
     """
     console = console or Console(stderr=True)
     check_architectures(cfg)  # an unknown name is one line before any work or any file
-    if cfg.engine.tensorboard:
-        require_tensorboard()
+    require_trackers(cfg.engine.tensorboard, cfg.engine.wandb)
     dist = DistContext.from_env()
     placement = resolve_placement(cfg.engine, dist.local_rank if dist.world_size > 1 else None)
     dist.join(placement.device)
@@ -304,13 +289,24 @@ def _train_owned(
                                 + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
             if dist.is_main:
                 save_record(paths, record)
-            tracker = TensorBoardLog(paths.root) if cfg.engine.tensorboard and dist.is_main else None
+            tracker = (
+                open_trackers(paths.root, cfg.model_dump(mode="json"), tensorboard=cfg.engine.tensorboard,
+                              wandb=cfg.engine.wandb, project=cfg.engine.wandb_project)
+                if dist.is_main else None
+            )  # fmt: skip
 
             complete = partial is None and _is_complete(cfg, start_epoch - 1, global_step)
-            with _progress_bar(cfg.engine.progress and dist.is_main, console, len(train_loader)) as advance:
+            bar = run_bar(
+                cfg.engine.progress and dist.is_main, console, epochs=cfg.optim.epochs,
+                steps_per_epoch=len(train_loader), max_steps=cfg.optim.max_steps,
+                done_steps=global_step + (partial.steps if partial else 0), start_epoch=start_epoch,
+            )  # fmt: skip
+            with bar as advance:
                 for epoch in range(start_epoch, cfg.optim.epochs + 1):
                     if complete:
                         break
+                    if advance is not None:
+                        advance.start_epoch(epoch)
                     lr = lr_at(cfg.optim, epoch)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -338,6 +334,8 @@ def _train_owned(
                     )
                     row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
                     rows.append(row)
+                    if advance is not None:
+                        advance.end_epoch(sum(stats.losses.values()), row["images_per_s"])
                     if tracker is not None:
                         tracker.log_epoch(row)
                     if dist.is_main:

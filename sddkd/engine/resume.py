@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from sddkd.config import RunConfig, config_hash
 from sddkd.engine.checkpoint import DamagedCheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sddkd.engine.distributed import DistContext
-from sddkd.engine.loop.faults import fault_point
+from sddkd.engine.faults import fault_point
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
 from sddkd.runs import RunPaths, new_record, read_result, save_record

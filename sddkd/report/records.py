@@ -2,8 +2,11 @@
 
 No torch import. A run is any folder holding `result.json` (schema in docs/architecture.md). Its state is
 the record's status, except that a `running` record whose pid is dead on this host, or whose `updated` is
-stale, is `incomplete`. Runs group into rows by (dataset, method, teacher -> student, M, epochs); a row's
-statistics cover its finished runs only, as mean ± sample standard deviation (n - 1; none for one seed).
+stale, is `incomplete`. Runs group into rows by their whole recipe except the seed (`recipe_key`; records older
+than it by dataset, method, teacher -> student, M and epochs); a row's statistics cover its finished runs only, as
+mean ± sample standard deviation (n - 1; none for one seed). Keys whose values differ between rows of one
+(dataset, method, pair) become the report's setting columns. Partial runs (smoke runs: `--max-steps`, or fewer
+epochs than their preset) are left out unless asked for.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import socket
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -58,18 +61,29 @@ class Run:
     host: str | None
     pid: int | None
     error: str | None
+    recipe_key: str | None = None  # the recipe without its seed; None in records older than it
+    recipe: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, seed left out
+    partial: bool = False  # a smoke run: --max-steps, or fewer epochs than its preset
+    teacher_top1: float | None = None  # the teacher's test top-1 as this run measured it
 
     @property
     def pair(self) -> str:
         return self.student if self.teacher is None else f"{self.teacher}→{self.student}"
 
 
-# dataset, method, teacher, student, M, epochs
-GroupKey = tuple[str, str, str | None, str, Scales | None, int]
+# dataset, method, teacher, student, M, epochs, recipe key ("" for records without one)
+GroupKey = tuple[str, str, str | None, str, Scales | None, int, str]
+# Keys the row already shows in columns of their own: never listed as settings.
+SHOWN_KEYS = frozenset({"data.name", "method.name", "student", "teacher.arch", "method.scales", "optim.epochs"})
 
 
 def group_key(run: Run) -> GroupKey:
-    return (run.dataset, run.method, run.teacher, run.student, run.scales, run.epochs)
+    return (run.dataset, run.method, run.teacher, run.student, run.scales, run.epochs, run.recipe_key or "")
+
+
+def _without_scales(recipe: dict[str, Any]) -> str:
+    """The recipe with M left out: rows that differ only in M are compared (Δ M=(1))."""
+    return json.dumps({k: v for k, v in recipe.items() if k != "method.scales"}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,9 @@ class Row:
     delta_vs_m1: float | None
     published: Anchor | None
     delta_vs_published: float | None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # this row's values of the report's setting keys
+    partial: bool = False
 
     @property
     def pair(self) -> str:
@@ -116,6 +133,8 @@ class Report:
     warnings: list[str]
     generated: str
     files: list[Path] = field(default_factory=list)
+    setting_keys: list[str] = field(default_factory=list)  # recipe keys that differ between comparable rows
+    left_out: list[Run] = field(default_factory=list)  # partial runs, without --include-partial
 
     @property
     def unfinished(self) -> list[Run]:
@@ -179,6 +198,9 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         raise ValueError("field 'student' is missing or not a str")
     raw_scales = data.get("scales")
     pid = data.get("pid")
+    raw_recipe = data.get("recipe")
+    recipe: dict[str, Any] = raw_recipe if isinstance(raw_recipe, dict) else {}
+    recipe_key = data.get("recipe_key") if isinstance(data.get("recipe_key"), str) else None
     return Run(
         path=path.parent,
         run_name=data.get("run_name") or path.parent.name,
@@ -198,7 +220,17 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         host=data.get("host"),
         pid=pid if isinstance(pid, int) else None,
         error=data.get("error"),
+        recipe_key=recipe_key,
+        recipe=recipe,
+        partial=data.get("partial") is True,
+        teacher_top1=_teacher_top1(data),
     )
+
+
+def _teacher_top1(data: dict[str, Any]) -> float | None:
+    teacher = data.get("teacher_checkpoint")
+    measured = teacher.get("test_top1") if isinstance(teacher, dict) else None
+    return float(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else None
 
 
 _STATE_RANK = {state: rank for rank, state in enumerate(STATES)}
@@ -242,7 +274,8 @@ def _time_key(run: Run) -> float:
 def _row_sort_key(row: Row) -> tuple[Any, ...]:
     rank = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
     scales = row.scales or ()
-    return (row.dataset, row.method != "vanilla", row.pair, rank, row.method, len(scales), scales, row.epochs)
+    recipe = json.dumps(row.recipe, sort_keys=True)
+    return (row.dataset, row.method != "vanilla", row.pair, rank, row.method, len(scales), scales, row.epochs, recipe)
 
 
 def summarize(runs: Sequence[Run]) -> list[Row]:
@@ -254,13 +287,18 @@ def summarize(runs: Sequence[Run]) -> list[Row]:
         key: sorted((r for r in members if r.state == "finished"), key=lambda r: r.seed)
         for key, members in groups.items()
     }
-    best_means = {key: _mean_best(done) for key, done in finished_runs.items() if done}
+    # Δ M=(1) compares with the row of the same recipe but M, whatever else the recipe sets
+    best_means = {
+        (*key[:4], key[5], _without_scales(members[0].recipe)): _mean_best(finished_runs[key])
+        for key, members in groups.items()
+        if key[4] == (1,) and finished_runs[key]
+    }
     rows = []
     for key, members in groups.items():
-        dataset, method, teacher, student, scales, epochs = key
+        dataset, method, teacher, student, scales, epochs, _ = key
         finished = finished_runs[key]
         best = MeanStd.of([r.best_top1 for r in finished])
-        m1_mean = best_means.get((dataset, method, teacher, student, (1,), epochs))
+        m1_mean = best_means.get((dataset, method, teacher, student, epochs, _without_scales(members[0].recipe)))
         anchor = lookup(dataset, method, teacher, student, scales)
         rows.append(
             Row(
@@ -278,17 +316,40 @@ def summarize(runs: Sequence[Run]) -> list[Row]:
                 delta_vs_m1=best.mean - m1_mean if best and m1_mean is not None and scales != (1,) else None,
                 published=anchor,
                 delta_vs_published=best.mean - anchor.top1 if best and anchor else None,
+                recipe=members[0].recipe,
+                partial=any(r.partial for r in members),
             )
         )
     return sorted(rows, key=_row_sort_key)
+
+
+def setting_keys(rows: Sequence[Row]) -> list[str]:
+    """Recipe keys whose values differ between rows of one (dataset, method, pair): a sweep's swept keys."""
+    families: dict[tuple[str, str, str | None, str], list[Row]] = {}
+    for row in rows:
+        families.setdefault((row.dataset, row.method, row.teacher, row.student), []).append(row)
+    keys: set[str] = set()
+    for members in families.values():
+        known = [m.recipe for m in members if m.recipe]
+        for key in set().union(*known) if len(known) > 1 else ():
+            if key not in SHOWN_KEYS and len({json.dumps(r.get(key), sort_keys=True) for r in known}) > 1:
+                keys.add(key)
+    return sorted(keys)
+
+
+def with_settings(rows: Sequence[Row], keys: Sequence[str]) -> list[Row]:
+    return [replace(row, settings={k: row.recipe.get(k) for k in keys}) for row in rows]
 
 
 def _mean_best(runs: Sequence[Run]) -> float:
     return statistics.fmean(run.best_top1 for run in runs)
 
 
-def build_report(runs_dir: Path, now: datetime | None = None) -> Report:
-    """Read and summarise every run under `runs_dir`; raises ReportError when there is nothing to report."""
+def build_report(runs_dir: Path, now: datetime | None = None, include_partial: bool = False) -> Report:
+    """Read and summarise every run under `runs_dir`; raises ReportError when there is nothing to report.
+
+    Partial runs are left out of the rows (listed in `left_out`) unless `include_partial`.
+    """
     if not runs_dir.is_dir():
         raise ReportError(f"{runs_dir} is not a folder: pass the folder given to train or suite as --out")
     runs, warnings = load_runs(runs_dir, now)
@@ -298,5 +359,18 @@ def build_report(runs_dir: Path, now: datetime | None = None) -> Report:
             f"{found} under {runs_dir}: a run is a folder holding result.json, as written by "
             "`sddkd train` or `sddkd suite` into their --out folder"
         )
+    left_out = [] if include_partial else [run for run in runs if run.partial]
+    if left_out:
+        runs = [run for run in runs if not run.partial]
+        warnings.append(
+            f"{len(left_out)} partial run(s) left out (--max-steps, or fewer epochs than the preset): "
+            "--include-partial reports them"
+        )
+    if not runs:
+        raise ReportError(f"only partial runs under {runs_dir}: pass --include-partial to report them")
     moment = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    return Report(runs_dir, sorted(runs, key=lambda r: r.run_name), summarize(runs), warnings, moment)
+    rows = summarize(runs)
+    keys = setting_keys(rows)
+    report = Report(runs_dir, sorted(runs, key=lambda r: r.run_name), with_settings(rows, keys), warnings, moment)
+    report.setting_keys, report.left_out = keys, sorted(left_out, key=lambda r: r.run_name)
+    return report

@@ -1,6 +1,7 @@
 """`sddkd report`: run directories -> a summary table (terminal, Markdown, CSV, JSON) and plots; no torch.
 
-Each row is one (dataset, teacher -> student, method, M, epochs) group, over its finished seeds:
+Each row is one recipe (everything but the seed), over its finished seeds; the recipe keys that differ between rows
+of one dataset, method and pair (a sweep's swept keys) are columns of their own:
 - best: top-1 at the best epoch, the convention of DKD, LSKD and SDD (and of the published numbers);
 - last: top-1 at the last epoch, RepDistiller's convention;
 both as mean ± sample std; Δ M=(1) = best mean minus the same pair, method and epochs at M=(1); published =
@@ -25,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sddkd.files import write_bytes_atomic
+from sddkd.recipes import short_keys
 from sddkd.report.anchors import scales_label
 from sddkd.report.records import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
 from sddkd.scales import Scales, format_scales
@@ -42,6 +44,7 @@ LEGEND = (
 def generate_report(
     runs_dir: Path, out_dir: Path | None = None, plots: bool = False, now: datetime | None = None,
     analysis: bool = False,
+    include_partial: bool = False,
 ) -> Report:  # fmt: skip
     """Summarise `runs_dir`; write report.{md,csv,json} (and plots/*.png) into `out_dir` (or runs_dir).
 
@@ -54,7 +57,7 @@ def generate_report(
     out_dir = out_dir or runs_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise ReportError(f"--out {out_dir} is a file: pass a folder")
-    report = build_report(runs_dir, now)
+    report = build_report(runs_dir, now, include_partial=include_partial)
     if plots:
         from sddkd.report.plots import write_plots
 
@@ -83,9 +86,8 @@ def _delta(value: float | None) -> str:
 
 
 def _states(row: Row) -> str:
-    if set(row.states) == {"finished"}:
-        return "finished"
-    return ", ".join(f"{n} {state}" for state, n in row.states.items())
+    text = "finished" if set(row.states) == {"finished"} else ", ".join(f"{n} {s}" for s, n in row.states.items())
+    return text + (" (partial)" if row.partial else "")
 
 
 def _m(scales: Scales | None) -> str:
@@ -97,9 +99,21 @@ HEADERS += ("last top-1", "Δ M=(1)", "published", "Δ published")
 RUN_HEADERS = ("run", "state", "epochs done", "best so far", "updated", "host:pid", "error")
 
 
+def _headers(report: Report) -> list[str]:
+    """HEADERS with the setting keys (a sweep's swept keys) after `epochs`."""
+    return [*HEADERS[:5], *report.setting_keys, *HEADERS[5:]]
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return NONE
+    return json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
+
+
 def _cells(row: Row) -> list[str]:
     published = NONE if row.published is None else f"{row.published.top1:.2f}"
-    return [row.dataset, row.pair, row.method, _m(row.scales), str(row.epochs), str(len(row.seeds)),
+    settings = [_setting(value) for value in row.settings.values()]
+    return [row.dataset, row.pair, row.method, _m(row.scales), str(row.epochs), *settings, str(len(row.seeds)),
             _states(row), _stat(row.best_top1), _stat(row.last_top1), _delta(row.delta_vs_m1), published,
             _delta(row.delta_vs_published)]  # fmt: skip
 
@@ -125,7 +139,7 @@ def _md_table(headers: Sequence[str], lines: list[list[str]]) -> str:
 
 def render_markdown(report: Report) -> str:
     parts = [f"# sddkd report: {report.runs_dir}", "", f"Generated {report.generated}. {LEGEND}", ""]
-    parts += [_md_table(HEADERS, [_cells(row) for row in report.rows]), ""]
+    parts += [_md_table(_headers(report), [_cells(row) for row in report.rows]), ""]
     if report.unfinished:
         unfinished = _md_table(RUN_HEADERS, [_run_cells(run) for run in report.unfinished])
         parts += ["## Runs not finished", "", unfinished, ""]
@@ -150,7 +164,8 @@ def row_record(row: Row) -> dict[str, Any]:
     return {
         "dataset": row.dataset, "pair": row.pair, "teacher": row.teacher, "student": row.student,
         "method": row.method, "M": None if row.scales is None else format_scales(row.scales),
-        "epochs": row.epochs, "seeds": list(row.seeds), **{s: row.states.get(s, 0) for s in STATES},
+        "epochs": row.epochs, **row.settings, "partial": row.partial, "seeds": list(row.seeds),
+        **{s: row.states.get(s, 0) for s in STATES},
         **stat("best_top1", row.best_top1), **stat("last_top1", row.last_top1),
         **stat("best_top5", row.best_top5),
         "delta_best_top1_vs_M1": _number(row.delta_vs_m1),
@@ -195,33 +210,69 @@ TERMINAL_LEGEND = (
 )
 
 
-def _terminal_table(dataset: str, rows: Sequence[Row]) -> Table:
+# Short headers for the keys a sweep usually varies; others go by their last dotted part.
+SHORT_NAMES = {
+    "method.temperature": "T", "method.kd_weight": "kd w", "method.ce_weight": "ce w", "optim.lr": "lr",
+    "optim.batch_size": "batch", "method.warmup": "warm", "method.complementary_weight": "βc",
+    "optim.weight_decay": "wd", "method.alpha": "α", "method.beta": "β",
+}  # fmt: skip
+
+
+def terminal_names(keys: Sequence[str]) -> dict[str, str]:
+    names = short_keys(list(keys))
+    return {key: SHORT_NAMES.get(key, names[key]) for key in keys}
+
+
+NUMBER_COLUMNS = ("n", "best", "last", "ΔM1", "pub", "Δpub")
+
+
+def _terminal_table(dataset: str, rows: Sequence[Row], keys: Sequence[str], narrow: bool = False) -> Table:
     epochs = {row.epochs for row in rows}
     one_length = len(epochs) == 1  # then the epochs go into the title, saving a column
+    all_finished = all(_states(row) == "finished" for row in rows)  # then the title says so, saving a column
     title = f"{dataset}, {epochs.pop()} epochs" if one_length else dataset
-    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for header, min_width in TERMINAL_COLUMNS.items():
-        if header == "ep" and one_length:
+    title += ", all finished" if all_finished else ""
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    names = terminal_names(keys)  # `T`, not `method.temperature`
+    columns = list(TERMINAL_COLUMNS.items())
+    columns[4:4] = [(names[key], 4) for key in keys]
+    dropped = {index for index, (header, _) in enumerate(columns)
+               if (header == "ep" and one_length) or (header == "status" and all_finished)}  # fmt: skip
+    for index, (header, min_width) in enumerate(columns):
+        if index in dropped:
             continue
         left = header in ("pair", "method", "M", "status")
-        table.add_column(header, justify="left" if left else "right", min_width=min_width)
+        # fold: a long name or number wraps onto the next line instead of being cut to "resnet20→…". Narrow: every
+        # column gets its fixed width ("76.40" over "± 0.32"), since rich would squeeze the last ones to nothing
+        fixed = (max(min_width, 6) if header in NUMBER_COLUMNS and header != "n" else min_width) if narrow else None
+        table.add_column(header, justify="left" if left else "right", min_width=min_width, width=fixed,
+                         overflow="fold")  # fmt: skip
     for row in rows:
         cells = _cells(row)[1:]  # the dataset is in the title
-        shown = cells[:3] + cells[4:] if one_length else cells
+        shown = [cell for index, cell in enumerate(cells) if index not in dropped]
         table.add_row(*(Text(cell) for cell in shown))  # Text: a "[...]" in a name is not rich markup
     return table
 
 
-def render_table(report: Report) -> Group:
-    """The rich renderable for the terminal: one table per dataset, the legend, then the unfinished runs."""
+def render_table(report: Report, width: int | None = None) -> Group:
+    """The rich renderable for the terminal: one table per dataset, the legend, then the unfinished runs.
+
+    `width`: the terminal's columns; below 120 the number columns get fixed widths so the table fits.
+    """
+    narrow = width is not None and width < 120
     parts: list[Table | Text] = []
     for dataset in dict.fromkeys(row.dataset for row in report.rows):
-        parts.append(_terminal_table(dataset, [row for row in report.rows if row.dataset == dataset]))
-    parts.append(Text(TERMINAL_LEGEND, style="dim"))
+        rows = [row for row in report.rows if row.dataset == dataset]
+        parts.append(_terminal_table(dataset, rows, report.setting_keys, narrow))
+    legend = TERMINAL_LEGEND
+    if report.setting_keys:
+        named = ", ".join(f"{short} = {key}" for key, short in terminal_names(report.setting_keys).items())
+        legend += f" Swept settings: {named}."
+    parts.append(Text(legend, style="dim"))
     if report.unfinished:
         unfinished = Table(title="runs not finished", title_justify="left", box=box.SIMPLE_HEAD)
         for header in RUN_HEADERS:
-            unfinished.add_column(header, min_width=5)
+            unfinished.add_column(header, min_width=5, overflow="fold")
         for run in report.unfinished:
             cells = (Text(cell) for cell in _run_cells(run))
             unfinished.add_row(*cells, style="yellow" if run.state == "running" else "red")

@@ -1,4 +1,5 @@
-"""The teacher store under `SDDKD_HOME`: checksums, the index, finding and registering teachers.
+"""The teacher store under `SDDKD_HOME` (else `$XDG_CACHE_HOME/sddkd`): checksums, the index, finding and
+registering teachers.
 
 Store layout: `$SDDKD_HOME/teachers/<dataset>/<arch>.pth` (the published file, byte for byte) plus
 `$SDDKD_HOME/teachers/index.json`, which records for each one its sha256, size, origin and recorded accuracy.
@@ -22,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from sddkd import locations
 from sddkd.download import file_digest
 from sddkd.files import write_json_atomic
 from sddkd.teachers.loading import TeacherError, _build_model, _geometry, _read, load_strict, read_checkpoint
@@ -39,8 +41,8 @@ PUBLISHED_TOP1: dict[str, dict[str, float]] = {
 
 
 def sddkd_home() -> Path:
-    """$SDDKD_HOME, else ~/.cache/sddkd."""
-    return Path(os.environ.get("SDDKD_HOME") or Path.home() / ".cache" / "sddkd").expanduser()
+    """$SDDKD_HOME, else $XDG_CACHE_HOME/sddkd, else ~/.cache/sddkd (`sddkd.locations`)."""
+    return locations.sddkd_home()
 
 
 def store_dir() -> Path:

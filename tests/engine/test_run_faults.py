@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from sddkd.engine.loop.faults import FAULT_EXIT
 
 from sddkd.engine.checkpoint import load_checkpoint
+from sddkd.engine.faults import FAULT_EXIT
 from sddkd.run_lock import LOCKED_EXIT, acquire_run_lock
 
 REPO = Path(__file__).resolve().parents[2]

@@ -224,8 +224,8 @@ def test_plots_are_valid_pngs(runs_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     pngs = sorted((tmp_path / "out" / "plots").iterdir())
     assert [p.name for p in pngs] == [
+        "cifar100-resnet32x4_resnet8x4-by-epoch.png",
         "cifar100-resnet32x4_resnet8x4-top1-by-M.png",
-        "cifar100-resnet32x4_resnet8x4-top1-by-epoch.png",
     ]
     for png in pngs:
         assert png.read_bytes().startswith(PNG_SIGNATURE)
