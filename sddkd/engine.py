@@ -88,10 +88,10 @@ def train_epoch(
     nonfinite = torch.zeros((), device=device, dtype=torch.int64)
     steps = samples = 0
     start = time.perf_counter()
-    for images, labels in loader:
+    for images, labels, *cached_teacher in loader:  # a teacher-logit cache adds the batch's teacher logits
         if max_steps is not None and steps >= max_steps:
             break
-        terms, finite, batch_correct = step(images, labels, weights)
+        terms, finite, batch_correct = step(images, labels, weights, *cached_teacher)
         sums += terms
         nonfinite += (~finite).long()
         correct += batch_correct
@@ -201,6 +201,10 @@ def train(
     if placement.channels_last:
         backbone.to(memory_format=torch.channels_last)
     teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
+    if teacher is not None:
+        from sddkd.teacher_cache_serve import serve_teacher_cache
+
+        train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console)
     student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
     optimizer = make_optimizer(backbone, cfg.optim, placement.device)
     step = make_train_step(cfg, student, teacher, optimizer, placement, dist)

@@ -31,7 +31,7 @@ from sddkd.scales import Scales
 
 
 class TrainStep:
-    """`step(images, labels, weights) -> (terms [T], finite [], correct [])`, all on the device.
+    """`step(images, labels, weights[, cached_teacher]) -> (terms [T], finite [], correct [])`, all on the device.
 
     terms: the weighted loss terms in the order of `loss_fn.names` (float32, detached); finite: whether their sum
     was finite; correct: how many global student logits hit the label. `weights` is `term_weights(epoch)`.
@@ -70,26 +70,35 @@ class TrainStep:
         weights = self.loss_fn.weights(epoch)
         return torch.tensor([weights[n] for n in self.loss_fn.names], dtype=torch.float32, device=self.placement.device)
 
-    def forward_loss(self, images: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        """(weighted terms [T] float32, correct []): everything up to the backward pass."""
+    def forward_loss(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(weighted terms [T] float32, correct []): everything up to the backward pass.
+
+        cached_teacher: the batch's teacher region logits [B, K, N] from the teacher-logit cache; then the teacher
+        does not run."""
         images = self.placement.images(images)
         with self.placement.autocast():
             student_regions = self.student(images)  # [B, K, N]
-            teacher_out = teacher_regions(self.teacher, images, self.scales) if self.teacher is not None else None
+            teacher_out = cached_teacher
+            if teacher_out is None and self.teacher is not None:
+                teacher_out = teacher_regions(self.teacher, images, self.scales)
             terms = self.loss_fn.terms(student_regions, teacher_out, labels)
         weighted = torch.stack([terms[n] for n in self.loss_fn.names]) * weights  # [T]
         correct = (student_regions[:, :, 0].argmax(dim=1) == labels).sum()
         return weighted, correct
 
-    def __call__(self, images: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def __call__(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         # Drop the last step's gradients before the forward, so no output of a previous CUDA-graph replay is alive.
         self.optimizer.zero_grad(set_to_none=True)
         if self.compiled is not None and images.shape[0] == self.batch_size:
             if self.on_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
-            weighted, correct = self.compiled(images, labels, weights)
+            weighted, correct = self.compiled(images, labels, weights, cached_teacher)
         else:
-            weighted, correct = self.forward_loss(images, labels, weights)
+            weighted, correct = self.forward_loss(images, labels, weights, cached_teacher)
         total = weighted.sum()
         finite = torch.isfinite(total)
         if self.skip_nonfinite and self.dist.world_size > 1:

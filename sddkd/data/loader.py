@@ -161,6 +161,11 @@ class ArrayLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def epoch_plan(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """This epoch's (index, top, left, flip) [n] on the CPU, as `__iter__` uses them: step s's batch is rows
+        s*B:(s+1)*B. The teacher-logit cache (sddkd.teacher_cache_serve) looks up each sample's view from it."""
+        return self._epoch_plan()
+
     def _epoch_plan(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """This rank's sample indices [n] and crop tops, lefts [n] and flips [n] for the epoch, on the CPU."""
         if not self.train:
