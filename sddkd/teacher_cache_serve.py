@@ -111,6 +111,8 @@ class CachedTeacherLoader:
         return len(self.loader)
 
     def __getattr__(self, name: str) -> Any:  # set_epoch, dataset_size, num_samples, ...: the loader's
+        if name == "loader":  # not set yet (copy, unpickling): no endless recursion
+            raise AttributeError(name)
         return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:

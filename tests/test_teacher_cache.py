@@ -34,8 +34,8 @@ from sddkd.teacher_cache_serve import (
 )  # fmt: skip
 
 TINY = [
-    "data.synthetic.num_classes=5", "data.synthetic.train_per_class=2", "data.synthetic.test_per_class=2",
-    "optim.batch_size=4", "optim.epochs=2", "engine.progress=false", "teacher.arch=resnet8", "engine.device=cpu",
+    "data.synthetic.num_classes=5", "data.synthetic.train_per_class=1", "data.synthetic.test_per_class=2",
+    "optim.batch_size=2", "optim.epochs=2", "engine.progress=false", "teacher.arch=resnet8", "engine.device=cpu",
 ]  # fmt: skip
 QUIET = Console(quiet=True)
 
@@ -107,12 +107,8 @@ def test_a_cached_sdd_kd_lskd_run_equals_the_live_run(tmp_path: Path):
 
 
 def test_bf16_logits_are_cached_in_bf16(tmp_path: Path):
-    worst, _, dtype = cached_vs_live(
-        tiny(
-            teacher_file(tmp_path / "t.pth"), "engine.amp=bf16", "teacher.cache=on", "data.synthetic.train_per_class=1"
-        ),
-        epochs=(1,),
-    )
+    cfg = tiny(teacher_file(tmp_path / "t.pth"), "engine.amp=bf16", "teacher.cache=on")
+    worst, _, dtype = cached_vs_live(cfg, epochs=(1,))
     assert dtype == torch.bfloat16
     assert worst <= 0.05, "within bf16 rounding of logits of order 1"
 
@@ -253,3 +249,37 @@ def test_served_regions_match_the_head_on_a_hand_made_grid():
     served = ServedCache(Opened(), (1, 2), torch.device("cpu"))  # type: ignore[arg-type]
     regions = served.regions(torch.tensor([1]), torch.tensor([2]))
     assert regions.tolist() == [[[store[1, 2, 0].mean().item(), *store[1, 2, 0].tolist()]]]
+
+
+def test_the_suite_builds_one_shared_cache_only_when_its_runs_pay_for_it(tmp_path: Path):
+    from sddkd.teacher_cache_serve import prebuild_for_suite
+
+    teacher = teacher_file(tmp_path / "t.pth")
+    runs = [tiny(teacher, "optim.epochs=80", "seed=0"), tiny(teacher, "optim.epochs=82", "seed=1", scales="1,4")]
+    assert prebuild_for_suite(runs[:1] * 2, QUIET, "cpu") == [], "160 epochs of teacher passes < 162 views"
+    assert not cache_root().exists()
+    built = prebuild_for_suite(runs, QUIET, "cpu")  # 80 + 82 epochs; M=(1,2,4) and (1,4) share the 4x4 grid
+    assert len(built) == 1 and (cache_root() / built[0] / "logits.bin").is_file()
+    placement, loader, teacher_net, info = run_parts(runs[1])
+    fields = run_cache_fields(runs[1], loader, teacher_net, info, placement)
+    assert cache_name(fields) == built[0], "the run finds the cache the suite built"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("budget", [None, 0], ids=["device-memory", "pinned-host"])
+def test_cuda_serves_the_live_teacher_logits_from_either_residency(tmp_path: Path, budget: int | None):
+    cfg = tiny(teacher_file(tmp_path / "t.pth"), "engine.device=cuda", "engine.amp=bf16", "teacher.cache=on")
+    placement, loader, teacher, info = run_parts(cfg)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    opened = ensure_cache(fields, loader, teacher, placement, QUIET, build=True, rebuild_damaged=True)
+    assert opened is not None
+    served = ServedCache(opened, cfg.scales, placement.device, budget=budget)
+    assert served.residency == ("device memory" if budget is None else "pinned host memory, gathered per batch")
+    cached_loader = CachedTeacherLoader(loader, served, views_of(loader))
+    cached_loader.set_epoch(1)
+    for images, _, cached in cached_loader:
+        with placement.autocast():
+            live = teacher_regions(teacher, placement.images(images), cfg.scales)
+        assert cached.device == live.device and cached.dtype == live.dtype == torch.bfloat16
+        torch.testing.assert_close(cached.float(), live.float(), rtol=0.02, atol=0.05)
