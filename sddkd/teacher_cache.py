@@ -59,6 +59,10 @@ class CacheDamagedError(UserError):
     """A cache folder whose files do not match its manifest (truncated, edited, half-deleted)."""
 
 
+class NotEnoughDiskError(UserError):
+    """Too little free space for a cache; raised before any of it is computed."""
+
+
 @dataclass(frozen=True)
 class Views:
     """The finite training augmentation of an array dataset: crop `crop` of the image zero-padded by `padding`,
@@ -285,7 +289,7 @@ def build_cache(
         data = partial / "logits.bin"
         allocated = data.stat().st_blocks * 512 if data.exists() else 0
         if free + allocated < needed:
-            raise UserError(
+            raise NotEnoughDiskError(
                 f"the teacher cache needs {needed / 1e9:.1f} GB in {partial.parent} but {free / 1e9:.1f} GB are "
                 "free; free some space, point SDDKD_HOME elsewhere, or set teacher.cache=off"
             )

@@ -4,8 +4,8 @@ The training loader's epoch plan (image index, crop offsets, flip) names each sa
 teacher region logits are one gather from the cache; the train step then runs only the student. Where the cache
 lives:
 - CPU: memory-mapped from its file (the page cache keeps what fits in RAM).
-- CUDA: in device memory when it fits `device_budget_bytes` (half the free memory by default), else pinned host
-  memory: each batch's rows are gathered on the CPU and copied asynchronously.
+- CUDA: in device memory when it fits the budget (half the free device memory by default), else memory-mapped host
+  memory: each batch's rows are gathered on the CPU into pinned memory and copied asynchronously.
 
 `auto` (the default) uses a valid cache when one exists and builds one only when the run alone does at least as
 many teacher passes as the build costs (epochs >= views per image: 162 for CIFAR), so a smoke test never writes
@@ -31,6 +31,7 @@ from sddkd.models.heads import regions_from_finest_grid
 from sddkd.placement import Placement
 from sddkd.teacher_cache import (
     CacheDamagedError,
+    NotEnoughDiskError,
     OpenedCache,
     Views,
     build_cache,
@@ -78,7 +79,7 @@ class ServedCache:
             if store.numel() * store.element_size() <= budget:
                 store, self.residency = _to_device(store, device), "device memory"
             else:
-                self.residency = "pinned host memory, gathered per batch"
+                self.residency = "host memory (memory-mapped), each batch gathered into pinned memory"
         self.store = store
 
     def regions(self, index: Tensor, view: Tensor) -> Tensor:
@@ -228,8 +229,14 @@ def serve_teacher_cache(
     fields = run_cache_fields(cfg, loader, teacher, teacher_info, placement)
 
     def prepare() -> bool:
-        opened = ensure_cache(fields, loader, teacher, placement, console, build=build,
-                              rebuild_damaged=mode == "auto", progress=cfg.engine.progress)  # fmt: skip
+        try:
+            opened = ensure_cache(fields, loader, teacher, placement, console, build=build,
+                                  rebuild_damaged=mode == "auto", progress=cfg.engine.progress)  # fmt: skip
+        except NotEnoughDiskError as exc:
+            if mode == "on":
+                raise
+            console.print(f"[yellow]{exc}[/]; the teacher runs live", highlight=False)  # auto: a cache is optional
+            return False
         return opened is not None
 
     if not dist.on_main(prepare):

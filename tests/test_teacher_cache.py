@@ -192,6 +192,13 @@ def test_too_little_disk_is_one_line_before_any_work(tmp_path: Path, monkeypatch
     with pytest.raises(UserError, match=r"needs 0\.0 GB in .* but 0\.0 GB are free"):
         build_for_config(cfg, QUIET, progress=False)
     assert not any(p.name.endswith("logits.bin") for p in cache_root().rglob("*"))
+    # Under `auto` a cache is optional: too little disk is one line and the teacher runs live.
+    long = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 162})})
+    placement, loader, teacher, info = run_parts(long)
+    assert serve_teacher_cache(long, loader, teacher, info, placement, DistContext(), QUIET) is loader
+    on = long.model_copy(update={"teacher": long.teacher.model_copy(update={"cache": "on"})})  # type: ignore[union-attr]
+    with pytest.raises(UserError, match="are free"):
+        serve_teacher_cache(on, loader, teacher, info, placement, DistContext(), QUIET)
 
 
 def test_continuous_augmentation_has_no_exact_cache(tmp_path: Path):
@@ -275,7 +282,7 @@ def test_cuda_serves_the_live_teacher_logits_from_either_residency(tmp_path: Pat
     opened = ensure_cache(fields, loader, teacher, placement, QUIET, build=True, rebuild_damaged=True)
     assert opened is not None
     served = ServedCache(opened, cfg.scales, placement.device, budget=budget)
-    assert served.residency == ("device memory" if budget is None else "pinned host memory, gathered per batch")
+    assert served.residency.startswith("device memory" if budget is None else "host memory")
     cached_loader = CachedTeacherLoader(loader, served, views_of(loader))
     cached_loader.set_epoch(1)
     for images, _, cached in cached_loader:
