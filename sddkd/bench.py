@@ -296,7 +296,8 @@ def _device_name(device: torch.device) -> str:
 def run_bench(
     device: str = "auto", steps: int = 30, batch_size: int = 64, pair: str = "res32x4_res8x4", scales: str = "1,2,4",
     compile: bool = True, amp: str = "auto", channels_last: bool | None = None, warmup: int = 5, rounds: int = 3,
-    workers: int | None = None, baseline: bool = True, measure_eval: bool = True,
+    workers: int | None = None, baseline: bool = True, measure_eval: bool = True, cache: bool = False,
+    cache_images: int = 1024, build_images: int = 16,
 ) -> dict[str, Any]:  # fmt: skip
     """Warm up, then alternate engine and baseline rounds; return the figures `python -m sddkd.bench` prints."""
     batches = warmup + rounds * steps  # the baseline's loader runs through them once
@@ -307,13 +308,21 @@ def run_bench(
     memory = PeakMemory(placement.device)
     engine = EngineLoop(cfg, placement)
     reference = BaselineLoop(cfg, placement.device, workers, batches) if baseline else None
+    cached = None
+    if cache:  # the teacher-logit cache's step (sddkd.bench_cache); built before any timing
+        from sddkd.bench_cache import CachedLoop
+
+        cached = CachedLoop(cfg, placement, cache_images, build_images)
     warmup_seconds = {"engine": engine.run(warmup)}  # includes compiling the step (and cuDNN autotuning)
     if reference is not None:
         warmup_seconds["baseline"] = reference.run(warmup)
-    times: dict[str, list[float]] = {"engine": [], "baseline": []}
-    peaks: dict[str, float] = {"engine": 0.0, "baseline": 0.0}
+    if cached is not None:
+        warmup_seconds["cached"] = cached.run(warmup)
+    times: dict[str, list[float]] = {"engine": [], "baseline": [], "cached": []}
+    peaks: dict[str, float] = {"engine": 0.0, "baseline": 0.0, "cached": 0.0}
+    loops: tuple[tuple[str, Any], ...] = (("engine", engine), ("baseline", reference), ("cached", cached))
     for _ in range(rounds):
-        for name, loop in (("engine", engine), ("baseline", reference)):
+        for name, loop in loops:
             if loop is None:
                 continue
             memory.reset()
@@ -331,6 +340,11 @@ def run_bench(
     result["engine_startup_seconds"] = max(
         warmup_seconds["engine"] - warmup * result["engine"]["ms_per_step"] / 1000, 0
     )
+    if cached is not None:
+        result["cached_vs_engine"] = result["cached"]["images_per_s"] / result["engine"]["images_per_s"]
+        if baseline:
+            result["cached_vs_baseline"] = result["cached"]["images_per_s"] / result["baseline"]["images_per_s"]
+        result["cache"] = cached.describe()
     steps_per_epoch = math.ceil(CIFAR_TRAIN_IMAGES / batch_size)
     epoch_seconds = steps_per_epoch * result["engine"]["ms_per_step"] / 1000
     if measure_eval:
@@ -373,11 +387,18 @@ def main(
     workers: Annotated[int | None, typer.Option(help="Baseline DataLoader workers (default 2, as mdistiller).")] = None,
     baseline: Annotated[bool, typer.Option(help="Also time the reference-style baseline.")] = True,
     evaluation: Annotated[bool, typer.Option("--eval/--no-eval", help="Time the evaluation pass too.")] = True,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Also time the step fed by the teacher-logit cache.")
+    ] = False,
+    cache_images: Annotated[int, typer.Option(min=1, help="Training images in the timed cache.")] = 1024,
+    cache_build_images: Annotated[
+        int, typer.Option(min=1, help="Images whose cache is built with the real teacher, to time the build.")
+    ] = 16,
 ) -> None:
     """Time the engine's training step against the reference-style loop; print one JSON object."""
     try:
         result = run_bench(device, steps, batch_size, pair, M, compile, amp, channels_last, warmup, rounds, workers,
-                           baseline, evaluation)  # fmt: skip
+                           baseline, evaluation, cache, cache_images, cache_build_images)  # fmt: skip
     except UserError as exc:  # a bad option: one sentence and exit 2, as the sddkd commands do
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -451,6 +451,40 @@ def suite_command(
         raise typer.Exit(code)
 
 
+# --- cache-teacher --------------------------------------------------------------------------------------------
+
+
+@app.command("cache-teacher")
+def cache_teacher_command(
+    preset: Annotated[str, typer.Argument(help="Preset name (e.g. res32x4_res8x4) or YAML path.")],
+    scales: Annotated[str | None, typer.Option("--M", help="SDD scales, e.g. 1,2,4.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="`synthetic` swaps in generated data of the same shape.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Where `sddkd prepare-data` put the data.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N: where the runs will train.")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="Teacher checkpoint file; overrides the teacher store.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
+    ] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Discard an existing cache and build it again.")] = False,
+) -> None:
+    """Build the exact teacher-logit cache runs of PRESET use (teacher.cache: auto|on): every training image under
+    every augmentation view, once. Stored under $SDDKD_HOME/teacher_cache/; an existing cache is verified."""
+    from sddkd import config
+
+    shortcuts = {"data.root": data_root, "engine.device": device, "teacher.checkpoint": teacher}
+    assignments = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
+    try:
+        cfg = config.load_config(preset, scales=scales, dataset=dataset, overrides=assignments + (overrides or []))
+    except config.ConfigError as exc:
+        fail(str(exc))
+    with user_errors():
+        from sddkd.engine.teacher_cache_serve import build_for_config
+
+        opened = build_for_config(cfg, err_console, rebuild=rebuild, progress=cfg.engine.progress)
+    size = opened.logits.numel() * opened.logits.element_size()
+    console.print(f"teacher cache ready: {opened.directory} ({size / 1e9:.2f} GB, verified)", highlight=False)
+
+
 # --- report ---------------------------------------------------------------------------------------------------
 
 

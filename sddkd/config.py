@@ -72,6 +72,15 @@ class TeacherConfig(StrictModel):
     arch: str
     # A checkpoint file in the published format; None looks the teacher up in the store (`sddkd fetch-teachers`).
     checkpoint: str | None = None
+    # The exact teacher-logit cache (sddkd.engine.teacher_cache): `auto` uses a valid cache when one exists and builds
+    # one when the run alone does at least as many teacher passes as the build costs; `on` always builds or uses one;
+    # `off` runs the teacher live. It changes how, not what, a run computes, so the config hash leaves it out.
+    cache: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
 
 
 def _scales_field(value: Any) -> Scales:
@@ -219,11 +228,13 @@ NOT_RECIPE: dict[str, Any] = {
 def config_hash(cfg: RunConfig) -> str:
     """12 hex digits identifying the recipe: what is computed, not where or how fast.
 
-    Left out: engine settings, the data root and the teacher checkpoint path (its checksum is recorded instead).
+    Left out: engine settings, the data root, the teacher checkpoint path (its checksum is recorded instead) and
+    the teacher-logit cache setting.
     """
     recipe = cfg.model_dump(mode="json", exclude=NOT_RECIPE)
     if recipe.get("teacher"):
         recipe["teacher"].pop("checkpoint", None)
+        recipe["teacher"].pop("cache", None)
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -164,6 +164,11 @@ class ArrayLoader:
         self.epoch = epoch
         self.start_step = start_step
 
+    def epoch_plan(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """This epoch's (index, top, left, flip) [n] on the CPU, as `__iter__` uses them: step s's batch is rows
+        s*B:(s+1)*B. The teacher-logit cache (sddkd.engine.teacher_cache_serve) looks up each sample's view from it."""
+        return self._epoch_plan()
+
     def _epoch_plan(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """This rank's sample indices [n] and crop tops, lefts [n] and flips [n] for the epoch, on the CPU."""
         if not self.train:

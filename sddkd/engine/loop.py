@@ -40,7 +40,7 @@ from sddkd.engine.resume import (
 )  # fmt: skip
 from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher
 from sddkd.engine.run_directory import open_run_directory
-from sddkd.engine.step import TrainStep, fold_batchnorm, make_optimizer, resolve_compile
+from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
 from sddkd.engine.tracking import open_trackers, require_trackers
 from sddkd.errors import UserError
 from sddkd.models import create_model
@@ -108,7 +108,7 @@ def train_epoch(
     steps = carried.steps if carried is not None else 0
     samples = carried.samples if carried is not None else 0
     start = time.perf_counter() - (carried.seconds if carried is not None else 0.0)
-    for images, labels in loader:
+    for images, labels, *cached_teacher in loader:  # a teacher-logit cache adds the batch's teacher logits
         if max_steps is not None and steps >= max_steps:
             break
         if stop is not None and stop.due(steps, device):
@@ -117,7 +117,7 @@ def train_epoch(
             if totals is not None:  # rank 0 carries the global totals after a resume, the other ranks zeros
                 sums, correct, nonfinite = totals[:-2], totals[-2], totals[-1].long()
             return PartialEpoch(epoch, steps, samples, time.perf_counter() - start, sums, correct, nonfinite)
-        terms, finite, batch_correct = step(images, labels, weights)
+        terms, finite, batch_correct = step(images, labels, weights, *cached_teacher)
         sums += terms
         nonfinite += (~finite).long()
         correct += batch_correct
@@ -168,14 +168,6 @@ def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Mo
         raise UserError(missing_teacher_message(dataset, arch))
     teacher, info = load_teacher(path, arch, spec.model_dataset, spec.num_classes)
     return prepare_teacher(teacher, placement), info
-
-
-def prepare_teacher(teacher: nn.Module, placement: Placement) -> nn.Module:
-    """The frozen teacher on the device: eval mode, no gradients, BatchNorm folded into its convolutions."""
-    teacher = fold_batchnorm(teacher.eval()).to(placement.device)
-    if placement.channels_last:
-        teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher.eval().requires_grad_(False)
 
 
 def make_train_step(
@@ -266,7 +258,10 @@ def _train_owned(
                 backbone.to(memory_format=torch.channels_last)
             teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
             if teacher is not None:
+                from sddkd.engine.teacher_cache_serve import serve_teacher_cache
+
                 refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
+                train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console)
             student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
             optimizer = make_optimizer(backbone, cfg.optim, placement.device)
             step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console)

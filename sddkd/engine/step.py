@@ -59,7 +59,7 @@ def _stderr_warning(message: str) -> None:
 
 
 class TrainStep:
-    """`step(images, labels, weights) -> (terms [T], finite [], correct [])`, all on the device.
+    """`step(images, labels, weights[, cached_teacher]) -> (terms [T], finite [], correct [])`, all on the device.
 
     terms: the weighted loss terms in the order of `loss_fn.names` (float32, detached); finite: whether their sum
     was finite; correct: how many global student logits hit the label. `weights` is `term_weights(epoch)`.
@@ -105,12 +105,14 @@ class TrainStep:
         """What the run record says about the step: how it ran and, after a fallback, why it is eager."""
         return {"compile": self.mode, **({"compile_error": self.compile_error} if self.compile_error else {})}
 
-    def _run_compiled(self, images: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    def _run_compiled(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         assert self.compiled is not None
         if self.on_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
         try:
-            outputs = self.compiled(images, labels, weights)
+            outputs = self.compiled(images, labels, weights, cached_teacher)
         except Exception as exc:
             if self.compiled_once:
                 raise
@@ -119,7 +121,7 @@ class TrainStep:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             self.compiled, self.mode, self.compile_error = None, "eager", f"{type(exc).__name__}: {first_line}"
             self.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly")
-            return self.forward_loss(images, labels, weights)
+            return self.forward_loss(images, labels, weights, cached_teacher)
         self.compiled_once = True
         return outputs
 
@@ -128,24 +130,33 @@ class TrainStep:
         weights = self.loss_fn.weights(epoch)
         return torch.tensor([weights[n] for n in self.loss_fn.names], dtype=torch.float32, device=self.placement.device)
 
-    def forward_loss(self, images: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        """(weighted terms [T] float32, correct []): everything up to the backward pass."""
+    def forward_loss(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(weighted terms [T] float32, correct []): everything up to the backward pass.
+
+        cached_teacher: the batch's teacher region logits [B, K, N] from the teacher-logit cache; then the teacher
+        does not run."""
         images = self.placement.images(images)
         with self.placement.autocast():
             student_regions = self.student(images)  # [B, K, N]
-            teacher_out = teacher_regions(self.teacher, images, self.scales) if self.teacher is not None else None
+            teacher_out = cached_teacher
+            if teacher_out is None and self.teacher is not None:
+                teacher_out = teacher_regions(self.teacher, images, self.scales)
             terms = self.loss_fn.terms(student_regions, teacher_out, labels)
         weighted = torch.stack([terms[n] for n in self.loss_fn.names]) * weights  # [T]
         correct = (student_regions[:, :, 0].argmax(dim=1) == labels).sum()
         return weighted, correct
 
-    def __call__(self, images: Tensor, labels: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def __call__(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         # Drop the last step's gradients before the forward, so no output of a previous CUDA-graph replay is alive.
         self.optimizer.zero_grad(set_to_none=True)
         if self.compiled is not None and images.shape[0] == self.batch_size:
-            weighted, correct = self._run_compiled(images, labels, weights)
+            weighted, correct = self._run_compiled(images, labels, weights, cached_teacher)
         else:
-            weighted, correct = self.forward_loss(images, labels, weights)
+            weighted, correct = self.forward_loss(images, labels, weights, cached_teacher)
         total = weighted.sum()
         finite = torch.isfinite(total)
         if self.skip_nonfinite and self.dist.world_size > 1:
@@ -210,6 +221,14 @@ class _Features(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model.forward_features(x)
+
+
+def prepare_teacher(teacher: nn.Module, placement: Placement) -> nn.Module:
+    """The frozen teacher on the device: eval mode, no gradients, BatchNorm folded into its convolutions."""
+    teacher = fold_batchnorm(teacher.eval()).to(placement.device)
+    if placement.channels_last:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    return teacher.eval().requires_grad_(False)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -33,15 +33,33 @@ def region_logits(
     classifier = model.get_classifier()
     _, _, height, width = features.shape
     finest = max(scales)
-    if (
-        shortcut
-        and isinstance(classifier, nn.Linear)
+    if shortcut and finest_grid_applies(classifier, height, width, scales):
+        return _region_logits_from_finest_grid(classifier, features, scales, finest)
+    return _region_logits_pooled_directly(classifier, features, scales)
+
+
+def finest_grid_applies(classifier: nn.Module, height: int, width: int, scales: Sequence[int]) -> bool:
+    """Whether every scale's logits are exact means of the finest grid's (see `region_logits`): the teacher-logit
+    cache relies on the same test, so it stores the finest grid exactly when the head derives the rest from it."""
+    finest = max(scales)
+    return (
+        isinstance(classifier, nn.Linear)
         and height % finest == 0
         and width % finest == 0
         and all(finest % m == 0 for m in scales)
-    ):
-        return _region_logits_from_finest_grid(classifier, features, scales, finest)
-    return _region_logits_pooled_directly(classifier, features, scales)
+    )
+
+
+def regions_from_finest_grid(grid_logits: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
+    """Region logits `[B, K, N]` from the finest grid's cell logits `[B, K, f*f]` (f = max(scales), cells
+    row-major): each coarser cell is the mean of the finer cells it covers, in the dtype of `grid_logits`."""
+    batch, finest = grid_logits.shape[0], max(scales)
+    grid = grid_logits.reshape(batch, -1, finest, finest)  # [B, K, f, f], row-major cells
+    per_scale = [
+        grid_logits if m == finest else F.avg_pool2d(grid, kernel_size=finest // m).flatten(2)  # [B, K, m*m]
+        for m in scales
+    ]
+    return torch.cat(per_scale, dim=2)  # [B, K, N]
 
 
 def _apply_to_cells(classifier: nn.Module, cells: torch.Tensor) -> torch.Tensor:
@@ -60,12 +78,6 @@ def _region_logits_pooled_directly(
 def _region_logits_from_finest_grid(
     classifier: nn.Module, features: torch.Tensor, scales: Sequence[int], finest: int
 ) -> torch.Tensor:
-    batch = features.shape[0]
     cells = F.adaptive_avg_pool2d(features, finest).flatten(2)  # [B, C, f*f], exact block means
     grid_logits = _apply_to_cells(classifier, cells)  # [B, K, f*f]
-    grid = grid_logits.reshape(batch, -1, finest, finest)  # [B, K, f, f], row-major cells
-    per_scale = [
-        grid_logits if m == finest else F.avg_pool2d(grid, kernel_size=finest // m).flatten(2)  # [B, K, m*m]
-        for m in scales
-    ]
-    return torch.cat(per_scale, dim=2)  # [B, K, N]
+    return regions_from_finest_grid(grid_logits, scales)

@@ -174,6 +174,7 @@ def run_suite(
     for item in progress.values():
         take_recorded_state(plan, item, store)
     require_stored_teachers(plan, progress, store)
+    prebuild_teacher_caches(plan, progress, slots)
 
     threads = child_threads(len(slots), per_device)
     running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
@@ -247,6 +248,19 @@ def require_stored_teachers(plan: SuitePlan, progress: dict[str, RunProgress], s
             f"suite {plan.name} needs teachers the store lacks ({', '.join(sorted(missing))}): fetch them with "
             "`sddkd fetch-teachers`, train them with --train-teachers, or leave those runs out with --only"
         )
+
+
+def prebuild_teacher_caches(plan: SuitePlan, progress: dict[str, RunProgress], slots: Sequence[str]) -> None:
+    """Runs to do that share a teacher and data share one teacher-logit cache, built here before any of them trains
+    (sddkd.engine.teacher_cache_serve decides which groups pay for their cache)."""
+    configs = [p.run.config for p in progress.values() if p.status == "queued" and p.run.config.teacher is not None]
+    if not any(c.teacher is not None and c.teacher.cache != "off" for c in configs):
+        return
+    from rich.console import Console
+
+    from sddkd.engine.teacher_cache_serve import prebuild_for_suite
+
+    prebuild_for_suite(configs, Console(stderr=True), "cpu" if slots[0] == "cpu" else "cuda")
 
 
 def _ready(progress: dict[str, RunProgress]) -> list[RunProgress]:

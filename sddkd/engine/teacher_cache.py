@@ -1,0 +1,374 @@
+"""The exact teacher-logit cache: the frozen teacher's region logits for every (training image, augmentation view),
+computed once and then looked up, with the same numbers, by every later run.
+
+Exact because the teacher is frozen and in eval mode, and CIFAR's training augmentation (zero-pad 4, crop 32,
+flip) has only 9 * 9 * 2 = 162 views per image. A view is v = (top * n_left + left) * 2 + flip, in the loader's
+crop coordinates (`sddkd.data.loader.crop_flip`).
+
+What is stored: when the head derives every scale from the finest grid (`models.heads.finest_grid_applies`: the
+CIFAR nets at any M whose scales divide the largest), only the f*f finest-grid cell logits; coarser cells are their
+means, computed at serving time by the very function the head uses (`regions_from_finest_grid`), so M = (1,2,4),
+(1,4) and (4,) share one cache. Otherwise the N region logits of that M. Values keep the dtype the teacher's forward
+produces under the run's precision: bf16 under bf16 autocast, fp32 otherwise.
+
+The key is everything that determines the numbers: the teacher checkpoint's sha256, the training data's fingerprint
+(its uint8 pixels and labels), the view definition (padding, crop, flip, normalization), the stored regions, dtype
+and precision, BatchNorm folding and the device type. Any change gives another directory, so stale logits are never
+served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
+
+    manifest.json   the key's fields, shape [N, V, K, R], dtype, chunk size and each chunk's sha256
+    logits.bin      the raw values, [N, V, K, R] row-major, native byte order
+
+A build writes into `<name>.partial/` chunk by chunk (a chunk is recorded in the manifest only once its bytes are
+on disk, so an interrupted build resumes at the first unrecorded chunk) and renames the folder when complete; a
+lock file keeps two builders apart. Opening a cache checks its size and every chunk's checksum.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sddkd.data.loader import crop_flip, normalize
+from sddkd.engine.placement import Placement
+from sddkd.errors import UserError
+from sddkd.files import write_json_atomic
+from sddkd.models.heads import finest_grid_applies, region_logits
+from sddkd.scales import Scales
+
+FORMAT = 1
+CHUNK_BYTES = 256 * 2**20  # what one committed chunk holds: a resumed build loses at most this much work
+BUILD_BATCH = 256  # images per teacher forward while building
+DISK_MARGIN = 1.02  # free space asked for beyond the cache itself (the manifest, file-system slack)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CacheDamagedError(UserError):
+    """A cache folder whose files do not match its manifest (truncated, edited, half-deleted)."""
+
+
+class NotEnoughDiskError(UserError):
+    """Too little free space for a cache; raised before any of it is computed."""
+
+
+@dataclass(frozen=True)
+class Views:
+    """The finite training augmentation of an array dataset: crop `crop` of the image zero-padded by `padding`,
+    then a horizontal flip or not; images are normalized with `mean`/`std` before the teacher sees them."""
+
+    height: int
+    width: int
+    crop: int
+    padding: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def n_top(self) -> int:
+        return self.height + 2 * self.padding - self.crop + 1
+
+    @property
+    def n_left(self) -> int:
+        return self.width + 2 * self.padding - self.crop + 1
+
+    @property
+    def count(self) -> int:
+        return self.n_top * self.n_left * 2
+
+    def index(self, top: Tensor, left: Tensor, flip: Tensor) -> Tensor:
+        """View numbers [B] int64 of the loader's crop offsets and flips."""
+        return (top * self.n_left + left) * 2 + flip.long()
+
+    def describe(self) -> dict[str, Any]:
+        return {"image": [self.height, self.width], "crop": self.crop, "padding": self.padding, "flip": True,
+                "mean": list(self.mean), "std": list(self.std)}  # fmt: skip
+
+
+def views_of(loader: Any) -> Views:
+    """The views of a training `ArrayLoader`."""
+    height, width = loader.images.shape[-2:]
+    mean, std = loader.mean.flatten().tolist(), loader.std.flatten().tolist()
+    return Views(int(height), int(width), loader.crop_size, loader.padding, tuple(mean), tuple(std))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The key
+
+
+def data_fingerprint(images: Tensor, labels: Tensor) -> str:
+    """sha256 of the training split: shape, uint8 pixels and int64 labels, in dataset order."""
+    digest = hashlib.sha256(json.dumps([list(images.shape), list(labels.shape)]).encode())
+    digest.update(images.cpu().contiguous().numpy().tobytes())
+    digest.update(labels.cpu().to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 of a network's parameters and buffers, for a teacher that does not come from a file (benchmarks)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().flatten().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def stored_regions(teacher: nn.Module, views: Views, scales: Scales, device: torch.device) -> dict[str, Any]:
+    """What the cache stores for `scales`: the finest grid when the head derives every scale from it, else the
+    regions of exactly these scales. The teacher's feature map size comes from one forward of a blank crop."""
+    with torch.inference_mode():
+        features = teacher.forward_features(torch.zeros(1, 3, views.crop, views.crop, device=device))  # type: ignore[operator]
+    height, width = features.shape[-2:]
+    if finest_grid_applies(teacher.get_classifier(), height, width, scales):  # type: ignore[operator]
+        return {"layout": "finest_grid", "grid": max(scales)}
+    return {"layout": "scales", "scales": list(scales)}
+
+
+def cache_fields(
+    *, teacher_arch: str, teacher_sha256: str, data_sha256: str, views: Views, regions: dict[str, Any],
+    placement: Placement, bn_folded: bool, num_classes: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Every input that determines a cache's numbers (the key is their hash)."""
+    precision = placement.describe()["precision"]
+    dtype = "bfloat16" if placement.amp_dtype == torch.bfloat16 else "float32"
+    return {
+        "format": FORMAT, "teacher_arch": teacher_arch, "teacher_sha256": teacher_sha256, "data_sha256": data_sha256,
+        "views": views.describe(), "regions": regions, "precision": precision, "dtype": dtype,
+        "bn_folded": bn_folded, "device_type": placement.device.type, "num_classes": num_classes,
+    }  # fmt: skip
+
+
+def cache_name(fields: dict[str, Any]) -> str:
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+    return f"{fields['teacher_arch']}-{key}"
+
+
+def cache_root() -> Path:
+    from sddkd.teachers import sddkd_home
+
+    return sddkd_home() / "teacher_cache"
+
+
+def region_count(regions: dict[str, Any]) -> int:
+    if regions["layout"] == "finest_grid":
+        return int(regions["grid"]) ** 2
+    return sum(m * m for m in regions["scales"])
+
+
+def cache_shape(fields: dict[str, Any], num_images: int) -> tuple[int, int, int, int]:
+    """[N images, V views, K classes, R stored regions]."""
+    return (num_images, views_from_fields(fields).count, fields["num_classes"], region_count(fields["regions"]))
+
+
+def views_from_fields(fields: dict[str, Any]) -> Views:
+    v = fields["views"]
+    height, width = v["image"]
+    return Views(height, width, v["crop"], v["padding"], tuple(v["mean"]), tuple(v["std"]))
+
+
+def cache_bytes(fields: dict[str, Any], num_images: int) -> int:
+    return math.prod(cache_shape(fields, num_images)) * DTYPES[fields["dtype"]].itemsize
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Opening and verifying
+
+
+@dataclass(frozen=True)
+class OpenedCache:
+    directory: Path
+    manifest: dict[str, Any]
+    logits: Tensor  # [N, V, K, R] memory-mapped from logits.bin (read-only by convention)
+
+
+def _chunk_sha256(handle: Any, start: int, length: int) -> str:
+    handle.seek(start)
+    digest, left = hashlib.sha256(), length
+    while left > 0:
+        block = handle.read(min(left, 16 * 2**20))
+        if not block:
+            break
+        digest.update(block)
+        left -= len(block)
+    return digest.hexdigest()
+
+
+def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool = True) -> OpenedCache:
+    """The complete cache in `directory`, memory-mapped; CacheDamagedError (one line) when any check fails."""
+    from sddkd.files import read_json
+
+    manifest = read_json(directory / "manifest.json")
+    damaged = f"teacher cache {directory} is damaged"
+    if not isinstance(manifest, dict) or manifest.get("fields") != fields or not manifest.get("complete"):
+        raise CacheDamagedError(f"{damaged} (its manifest is missing, unreadable or not for this run)")
+    path, expected = directory / "logits.bin", cache_bytes(fields, manifest["num_images"])
+    size = path.stat().st_size if path.is_file() else -1
+    if size != expected:
+        raise CacheDamagedError(f"{damaged}: logits.bin holds {size} bytes, not {expected} (truncated?)")
+    if verify:
+        with path.open("rb") as handle:
+            for number, (start, length, checksum) in enumerate(_chunks(manifest)):
+                if _chunk_sha256(handle, start, length) != checksum:
+                    raise CacheDamagedError(f"{damaged}: chunk {number} of logits.bin fails its sha256")
+    shape = cache_shape(fields, manifest["num_images"])
+    logits = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=DTYPES[fields["dtype"]])
+    return OpenedCache(directory, manifest, logits.view(shape))
+
+
+def _chunks(manifest: dict[str, Any]) -> Iterator[tuple[int, int, str]]:
+    """(byte offset, byte length, sha256) of each recorded chunk."""
+    per_image, images, total = manifest["bytes_per_image"], manifest["chunk_images"], manifest["num_images"]
+    for number, checksum in sorted((int(k), v) for k, v in manifest["chunks"].items()):
+        first = number * images
+        yield first * per_image, (min(first + images, total) - first) * per_image, checksum
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building
+
+
+@contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """One builder per cache at a time (the OS releases the lock when a process dies)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(directory.name + ".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def teacher_grid(teacher: nn.Module, images: Tensor, regions: dict[str, Any]) -> Tensor:
+    """What the cache stores for a batch of normalized crops: [B, K, R], as the engine's head computes it."""
+    scales = (regions["grid"],) if regions["layout"] == "finest_grid" else tuple(regions["scales"])
+    with torch.inference_mode():
+        return region_logits(teacher, teacher.forward_features(images), scales)  # type: ignore[arg-type, operator]
+
+
+def build_cache(
+    directory: Path, fields: dict[str, Any], teacher: nn.Module, images: Tensor, placement: Placement,
+    *, progress: Callable[[int, int], None] | None = None, chunk_bytes: int = CHUNK_BYTES,
+    stop_after_chunks: int | None = None, compute: Callable[..., Tensor] | None = None,
+) -> Path:  # fmt: skip
+    """Compute the cache of `fields` into `directory` (resuming a `.partial` build) and return `directory`.
+
+    images: the uint8 training images [N, 3, H, W] on the teacher's device; progress(images done, total).
+    `stop_after_chunks` ends the build early, as an interruption would (tests of the resume); `compute` replaces
+    the teacher's pass (`python -m sddkd.bench --cache` times lookups from a file of the real shape without
+    paying for a CPU build of its contents).
+    """
+    compute = compute or _compute_chunk
+    views = views_from_fields(fields)
+    device = images.device
+    mean = torch.tensor(views.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(views.std, device=device).view(1, -1, 1, 1)
+    num_images = images.shape[0]
+    shape = cache_shape(fields, num_images)
+    per_image = math.prod(shape[1:]) * DTYPES[fields["dtype"]].itemsize
+    partial = directory.with_name(directory.name + ".partial")
+    with _build_lock(directory):
+        if directory.exists():  # another process finished it while we waited
+            return directory
+        manifest = _resume_manifest(partial, fields, num_images, per_image, chunk_bytes)
+        total = num_images * per_image
+        needed = int((total - len(manifest["chunks"]) * manifest["chunk_images"] * per_image) * DISK_MARGIN)
+        partial.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(partial).free
+        data = partial / "logits.bin"
+        allocated = data.stat().st_blocks * 512 if data.exists() else 0
+        if free + allocated < needed:
+            raise NotEnoughDiskError(
+                f"the teacher cache needs {needed / 1e9:.1f} GB in {partial.parent} but {free / 1e9:.1f} GB are "
+                "free; free some space, point SDDKD_HOME elsewhere, or set teacher.cache=off"
+            )
+        with open(data, "ab") as handle:  # created if missing, then sized (sparse) without touching written bytes
+            handle.truncate(total)
+        chunk_images = manifest["chunk_images"]
+        done_images = sum(min(chunk_images, num_images - int(k) * chunk_images) for k in manifest["chunks"])
+        if progress is not None:
+            progress(done_images, num_images)
+        built = 0
+        with open(data, "r+b") as handle:
+            for number in range(math.ceil(num_images / chunk_images)):
+                if str(number) in manifest["chunks"]:
+                    continue
+                if stop_after_chunks is not None and built >= stop_after_chunks:
+                    return directory
+                first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
+                chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
+                raw = chunk.contiguous().view(torch.uint8).numpy()
+                handle.seek(first * per_image)
+                handle.write(raw.data)
+                handle.flush()
+                os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
+                manifest["chunks"][str(number)] = hashlib.sha256(raw.data).hexdigest()
+                write_json_atomic(partial / "manifest.json", manifest)
+                built += 1
+                done_images += last - first
+                if progress is not None:
+                    progress(done_images, num_images)
+        manifest["complete"] = True
+        write_json_atomic(partial / "manifest.json", manifest)
+        os.replace(partial, directory)
+    return directory
+
+
+def _resume_manifest(
+    partial: Path, fields: dict[str, Any], num_images: int, per_image: int, chunk_bytes: int
+) -> dict[str, Any]:
+    """The manifest of an interrupted build of the same cache, or a fresh one (a foreign partial is discarded)."""
+    from sddkd.files import read_json
+
+    manifest = read_json(partial / "manifest.json")
+    if (
+        isinstance(manifest, dict)
+        and manifest.get("fields") == fields
+        and manifest.get("num_images") == num_images
+        and manifest.get("bytes_per_image") == per_image
+    ):
+        return manifest
+    if partial.exists():
+        shutil.rmtree(partial)
+    return {
+        "fields": fields, "num_images": num_images, "bytes_per_image": per_image,
+        "chunk_images": max(1, chunk_bytes // per_image), "chunks": {}, "complete": False,
+        "dtype": fields["dtype"], "shape": ["images", "views", "classes", "regions"],
+    }  # fmt: skip
+
+
+def _compute_chunk(
+    teacher: nn.Module, images: Tensor, first: int, last: int, views: Views, mean: Tensor, std: Tensor,
+    fields: dict[str, Any], placement: Placement,
+) -> Tensor:  # fmt: skip
+    """[n, V, K, R] on the CPU for images first..last-1: every view of each, through the teacher as in training.
+
+    The n * V (image, view) pairs go through the teacher BUILD_BATCH at a time, image-major, so small datasets
+    still make full batches."""
+    n, device = last - first, images.device
+    out = torch.empty(cache_shape(fields, n), dtype=DTYPES[fields["dtype"]])
+    flat = out.view(n * views.count, *out.shape[2:])  # [n*V, K, R], the same memory
+    for start in range(0, n * views.count, BUILD_BATCH):
+        pair = torch.arange(start, min(start + BUILD_BATCH, n * views.count), device=device)
+        view = pair % views.count  # inverse of Views.index: v = (top * n_left + left) * 2 + flip
+        top, left, flip = view // (2 * views.n_left), (view // 2) % views.n_left, (view % 2).bool()
+        crops = crop_flip(images, top, left, flip, size=views.crop, padding=views.padding,
+                          index=first + pair // views.count)  # fmt: skip
+        batch = placement.images(normalize(crops, mean, std))
+        with placement.autocast():
+            logits = teacher_grid(teacher, batch, fields["regions"])  # [b, K, R]
+        if logits.dtype != out.dtype:
+            raise RuntimeError(f"the teacher produced {logits.dtype}, the cache's key says {out.dtype}")
+        flat[start : start + len(pair)] = logits.cpu()
+    return out

@@ -1,0 +1,324 @@
+"""Serving the teacher-logit cache to a run, and deciding when a run uses or builds one (`teacher.cache`).
+
+The training loader's epoch plan (image index, crop offsets, flip) names each sample's (image, view), so a batch's
+teacher region logits are one gather from the cache; the train step then runs only the student. Where the cache
+lives:
+- CPU: memory-mapped from its file (the page cache keeps what fits in RAM).
+- CUDA: in device memory when it fits the budget (half the free device memory by default), else memory-mapped host
+  memory: each batch's rows are gathered on the CPU into pinned memory and copied asynchronously.
+
+`auto` (the default) uses a valid cache when one exists and builds one only when the run alone does at least as
+many teacher passes as the build costs (epochs >= views per image: 162 for CIFAR), so a smoke test never writes
+gigabytes but a 240-epoch CIFAR run pays for its cache by itself; `sddkd cache-teacher` and suites build ahead.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from sddkd.config import RunConfig
+from sddkd.data.loader import ArrayLoader
+from sddkd.engine.distributed import DistContext
+from sddkd.engine.placement import Placement
+from sddkd.engine.teacher_cache import (
+    CacheDamagedError,
+    NotEnoughDiskError,
+    OpenedCache,
+    Views,
+    build_cache,
+    cache_bytes,
+    cache_fields,
+    cache_name,
+    cache_root,
+    data_fingerprint,
+    open_cache,
+    state_dict_sha256,
+    stored_regions,
+    views_of,
+)  # fmt: skip
+from sddkd.errors import UserError
+from sddkd.models.heads import regions_from_finest_grid
+
+MAX_VIEWS = 240  # beyond this a cache costs more teacher passes than one 240-epoch run makes
+
+
+def no_exact_cache_reason(cfg: RunConfig, loader: Any) -> str | None:
+    """Why this run's training augmentation has no exact cache worth building, or None when it has one."""
+    if not isinstance(loader, ArrayLoader):
+        return (
+            f"{cfg.data.name} trains with RandomResizedCrop, a continuous augmentation, so no exact teacher-logit "
+            "cache exists; set teacher.cache=off"
+        )
+    views = views_of(loader)
+    if views.count > MAX_VIEWS:
+        return (
+            f"{cfg.data.name} crops {views.crop} px from {views.height} px images: {views.count:,} views per image, "
+            f"so an exact teacher-logit cache costs more teacher passes than a run makes; set teacher.cache=off"
+        )
+    return None
+
+
+class ServedCache:
+    """`regions(index, view) -> [B, K, N]` teacher region logits for the run's M, on the run's device."""
+
+    def __init__(self, opened: OpenedCache, scales: tuple[int, ...], device: torch.device, budget: int | None = None):
+        self.opened, self.scales, self.device = opened, scales, device
+        self.grid = opened.manifest["fields"]["regions"]["layout"] == "finest_grid"
+        store = opened.logits  # [N, V, K, R]
+        self.residency = "memory-mapped"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = free // 2 if budget is None else budget
+            if store.numel() * store.element_size() <= budget:
+                store, self.residency = _to_device(store, device), "device memory"
+            else:
+                self.residency = "host memory (memory-mapped), each batch gathered into pinned memory"
+        self.store = store
+
+    def regions(self, index: Tensor, view: Tensor) -> Tensor:
+        """index, view: [B] int64 (on the store's device); returns [B, K, N] on the run's device."""
+        rows = self.store[index, view]  # [B, K, R], one gather
+        if rows.device != self.device:
+            rows = rows.pin_memory().to(self.device, non_blocking=True)  # the pinned block outlives the copy
+        return regions_from_finest_grid(rows, self.scales) if self.grid else rows
+
+    def describe(self) -> str:
+        size = self.store.numel() * self.store.element_size()
+        return f"teacher-logit cache {self.opened.directory.name} ({size / 1e9:.2f} GB, {self.residency})"
+
+
+def _to_device(store: Tensor, device: torch.device, rows: int = 4096) -> Tensor:
+    """The memory-mapped cache copied to `device` a slice at a time (never the whole file in host RAM at once)."""
+    out = torch.empty(store.shape, dtype=store.dtype, device=device)
+    for start in range(0, store.shape[0], rows):
+        out[start : start + rows].copy_(store[start : start + rows])
+    return out
+
+
+class CachedTeacherLoader:
+    """The training loader, each batch extended by its teacher region logits: (images, labels, teacher [B, K, N])."""
+
+    def __init__(self, loader: ArrayLoader, served: ServedCache, views: Views):
+        self.loader, self.served, self.views = loader, served, views
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, dataset_size, num_samples, ...: the loader's
+        if name == "loader":  # not set yet (copy, unpickling): no endless recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        index, top, left, flip = self.loader.epoch_plan()  # CPU [n]: the same plan the loader's batches follow
+        view = self.views.index(top, left, flip)
+        index, view = index.to(self.served.store.device), view.to(self.served.store.device)
+        size = self.loader.batch_size
+        # A resumed epoch starts at the loader's start_step: its batch s is still rows s*B:(s+1)*B of the plan.
+        for step, (images, labels) in enumerate(self.loader, start=getattr(self.loader, "start_step", 0)):
+            batch = slice(step * size, (step + 1) * size)
+            yield images, labels, self.served.regions(index[batch], view[batch])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deciding, building, opening
+
+
+def teacher_sha256(teacher: nn.Module, teacher_info: dict[str, Any] | None) -> str:
+    sha = (teacher_info or {}).get("sha256")
+    return str(sha) if sha else state_dict_sha256(teacher)
+
+
+def run_cache_fields(
+    cfg: RunConfig, loader: ArrayLoader, teacher: nn.Module, teacher_info: dict[str, Any] | None,
+    placement: Placement, data_sha256: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    from sddkd.engine.step import FoldedModel
+
+    assert cfg.teacher is not None
+    views = views_of(loader)
+    return cache_fields(
+        teacher_arch=cfg.teacher.arch, teacher_sha256=teacher_sha256(teacher, teacher_info),
+        data_sha256=data_sha256 or data_fingerprint(loader.images, loader.labels), views=views,
+        regions=stored_regions(teacher, views, cfg.scales, placement.device), placement=placement,
+        bn_folded=isinstance(teacher, FoldedModel), num_classes=cfg.data.num_classes,
+    )  # fmt: skip
+
+
+def ensure_cache(
+    fields: dict[str, Any], loader: ArrayLoader, teacher: nn.Module, placement: Placement, console: Console, *,
+    build: bool, rebuild_damaged: bool, progress: bool = True, root: Path | None = None,
+) -> OpenedCache | None:  # fmt: skip
+    """The verified cache of `fields`, built first when missing and `build`; None when missing and not `build`.
+
+    A damaged cache is one line on `console`, then rebuilt when `rebuild_damaged`, else a CacheDamagedError."""
+    directory = (root or cache_root()) / cache_name(fields)
+    if directory.exists():
+        try:
+            return open_cache(directory, fields)
+        except CacheDamagedError as exc:
+            if not rebuild_damaged:
+                raise CacheDamagedError(
+                    f"{exc}; rebuild it with `sddkd cache-teacher` or set teacher.cache=auto"
+                ) from None
+            console.print(f"[yellow]{exc}[/]: rebuilding it", highlight=False)
+            shutil.rmtree(directory)
+    if not build:
+        return None
+    size = cache_bytes(fields, loader.images.shape[0])
+    console.print(f"Building the teacher-logit cache {directory.name} ({size / 1e9:.2f} GB)", highlight=False)
+    with _progress(progress, console) as advance:
+        build_cache(directory, fields, teacher, loader.images, placement, progress=advance)
+    return open_cache(directory, fields)
+
+
+class _progress:
+    """A rich progress bar over images, or nothing."""
+
+    def __init__(self, enabled: bool, console: Console):
+        self.enabled, self.console = enabled, console
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("teacher cache"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.bar = Progress(*columns, console=self.console, transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task("images", total=None)
+        return lambda done, total: self.bar.update(task, completed=done, total=total)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def worth_building(cfg: RunConfig, loader: ArrayLoader, views: Views) -> bool:
+    """Whether one run's teacher passes (epochs x images, or max_steps x batch) reach the build's (views x images)."""
+    passes = cfg.optim.epochs * loader.dataset_size
+    if cfg.optim.max_steps is not None:
+        passes = min(passes, cfg.optim.max_steps * cfg.optim.batch_size)
+    return passes >= views.count * loader.dataset_size
+
+
+def serve_teacher_cache(
+    cfg: RunConfig, loader: Any, teacher: nn.Module, teacher_info: dict[str, Any] | None, placement: Placement,
+    dist: DistContext, console: Console,
+) -> Any:  # fmt: skip
+    """The training loader to use: `loader` itself (teacher run live), or a CachedTeacherLoader over it."""
+    assert cfg.teacher is not None
+    mode = cfg.teacher.cache
+    if mode == "off":
+        return loader
+    reason = no_exact_cache_reason(cfg, loader)
+    if reason is not None:
+        if mode == "on":
+            raise UserError(reason.replace("; set teacher.cache=off", " (teacher.cache=on); set teacher.cache=off"))
+        return loader
+    views = views_of(loader)
+    build = mode == "on" or worth_building(cfg, loader, views)
+    # Rank 0 alone builds (the others wait in its broadcast); then every rank opens and verifies the same files.
+    fields = run_cache_fields(cfg, loader, teacher, teacher_info, placement)
+
+    def prepare() -> bool:
+        try:
+            opened = ensure_cache(fields, loader, teacher, placement, console, build=build,
+                                  rebuild_damaged=mode == "auto", progress=cfg.engine.progress)  # fmt: skip
+        except NotEnoughDiskError as exc:
+            if mode == "on":
+                raise
+            console.print(f"[yellow]{exc}[/]; the teacher runs live", highlight=False)  # auto: a cache is optional
+            return False
+        return opened is not None
+
+    if not dist.on_main(prepare):
+        return loader
+    opened = open_cache(cache_root() / cache_name(fields), fields, verify=not dist.is_main)
+    served = ServedCache(opened, cfg.scales, placement.device)
+    dist.print(console, f"Teacher logits from the {served.describe()}")
+    return CachedTeacherLoader(loader, served, views)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building ahead of runs: `sddkd cache-teacher PRESET` and suites
+
+
+def load_run_teacher(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's teacher as the engine prepares it (store lookup or `teacher.checkpoint`, BatchNorm folded)."""
+    from sddkd import teachers
+    from sddkd.engine.step import prepare_teacher
+
+    assert cfg.teacher is not None
+    arch, dataset = cfg.teacher.arch, cfg.data.name
+    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else teachers.find_teacher(dataset, arch)
+    if path is None:
+        raise UserError(teachers.missing_teacher_message(dataset, arch))
+    teacher, info = teachers.load_teacher(path, arch, spec.model_dataset, spec.num_classes)
+    return prepare_teacher(teacher, placement), info
+
+
+def build_for_config(cfg: RunConfig, console: Console, *, rebuild: bool = False, progress: bool = True) -> OpenedCache:
+    """Build (or verify) the cache a run of `cfg` would use, whatever its `teacher.cache`; return it opened."""
+    from sddkd.engine.placement import build_data, resolve_placement
+
+    if cfg.teacher is None:
+        raise UserError(f"{cfg.method.name} runs have no teacher, so there is no teacher-logit cache to build")
+    placement = resolve_placement(cfg.engine)
+    spec, loader, _ = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, DistContext())
+    reason = no_exact_cache_reason(cfg, loader)
+    if reason is not None:
+        raise UserError(reason.replace("; set teacher.cache=off", ""))
+    teacher, info = load_run_teacher(cfg, spec, placement)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    directory = cache_root() / cache_name(fields)
+    if rebuild and directory.exists():
+        shutil.rmtree(directory)
+    opened = ensure_cache(fields, loader, teacher, placement, console, build=True, rebuild_damaged=True,
+                          progress=progress)  # fmt: skip
+    assert opened is not None
+    return opened
+
+
+def prebuild_for_suite(configs: list[RunConfig], console: Console, device: str) -> list[str]:
+    """Build, before any run trains, one cache per group of `configs` that share a teacher and data and that
+    together make at least as many teacher passes as the build costs (or ask for `on`); returns the caches' names.
+
+    Runs whose teacher is not available yet (trained earlier in the same suite) build their own, under the lock."""
+    groups: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        if cfg.teacher is None or cfg.teacher.cache == "off" or cfg.data.name in ("imagenet", "cub200"):
+            continue
+        engine = cfg.engine.model_copy(update={"device": device})
+        key = cfg.model_dump_json(include={"data": True, "teacher": {"arch", "checkpoint"}}) + engine.amp
+        groups.setdefault(key + str(max(cfg.scales)), []).append(cfg.model_copy(update={"engine": engine}))
+    built = []
+    for members in groups.values():
+        first = members[0]
+        passes = sum(c.optim.epochs if c.optim.max_steps is None else 0 for c in members)
+        if not any(c.teacher and c.teacher.cache == "on" for c in members):
+            views = _views_of_config(first)
+            if views is None or passes < views:
+                continue
+        try:
+            opened = build_for_config(first, console, progress=first.engine.progress)
+        except UserError as exc:  # e.g. the teacher is trained by this suite: its runs decide for themselves
+            console.print(f"[yellow]teacher cache not built ahead[/]: {exc}", highlight=False)
+            continue
+        built.append(opened.directory.name)
+    return built
+
+
+def _views_of_config(cfg: RunConfig) -> int | None:
+    from sddkd.engine.placement import build_data
+
+    _, loader, _ = build_data(cfg.data, cfg.optim.batch_size, torch.device("cpu"), cfg.seed, DistContext())
+    return views_of(loader).count if no_exact_cache_reason(cfg, loader) is None else None
