@@ -84,7 +84,7 @@ def main(wheel: Path, work: Path) -> int:
     expected = sorted(
         p.relative_to(REPO / "presets").with_suffix("").as_posix() for p in (REPO / "presets").rglob("*.yaml")
     )
-    names = listed.stdout.split()
+    names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]  # NAME  description
     shown_all = (
         f"sddkd train --list shows all {len(expected)} presets (got {len(names)}; {listed.stderr.strip()[-200:]})"
     )
