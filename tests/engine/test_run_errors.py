@@ -27,6 +27,7 @@ TINY = [
     "--set", "data.synthetic.train_per_class=8", "--set", "data.synthetic.test_per_class=2",
     "--batch-size", "4", "--epochs", "3", "--set", "engine.progress=false", "--set", "engine.amp=off",
     "--device", "cpu",
+    "--name", "synthetic-vanilla-resnet8-s0",  # fixed: the overrides would otherwise add a suffix to the name
 ]  # fmt: skip
 RUN = "synthetic-vanilla-resnet8-s0"
 
@@ -68,7 +69,7 @@ def stopped(tmp_path: Path) -> Path:
     from sddkd.engine.loop import train as engine_train
 
     overrides = [a for a in TINY if "=" in a] + ["optim.batch_size=4", "optim.epochs=3"]
-    cfg = load_config("synthetic/vanilla/resnet8", overrides=overrides + ["engine.device=cpu"])
+    cfg = load_config("synthetic/vanilla/resnet8", overrides=overrides + ["engine.device=cpu", f"name={RUN}"])
     engine_train(cfg, tmp_path, stop_after_epoch=1)
     return tmp_path / RUN
 

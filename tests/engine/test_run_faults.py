@@ -24,6 +24,7 @@ TINY = [
     "--set", "data.synthetic.train_per_class=8", "--set", "data.synthetic.test_per_class=2",
     "--batch-size", "4", "--epochs", "3", "--set", "optim.lr_decay_epochs=[2]", "--set", "engine.progress=false",
     "--set", "engine.amp=off", "--device", "cpu",
+    "--name", "synthetic-vanilla-resnet8-s0",  # fixed: the overrides would otherwise add a suffix to the name
 ]  # fmt: skip
 RUN = "synthetic-vanilla-resnet8-s0"
 TIMINGS = ("seconds", "images_per_s")
