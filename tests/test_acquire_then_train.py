@@ -69,7 +69,7 @@ def test_prepare_fetch_and_train_offline(tmp_path: Path, monkeypatch: pytest.Mon
         "--batch-size", "4", "--max-steps", "2", "--out", str(out), "--set", "engine.progress=false",
     )  # fmt: skip
     assert cub_run.exit_code == 0, cub_run.output
-    record = json.loads((out / "cub200-vanilla-resnet8x4-s0" / "result.json").read_text())
+    record = json.loads((out / "cub200-vanilla-resnet8x4-s0+batch_size=4-partial-2steps" / "result.json").read_text())
     assert record["status"] == "finished" and record["dataset"] == "cub200"
 
     # 2. A distillation run that finds its teacher in the store: no --teacher, no teacher.checkpoint.
@@ -77,7 +77,8 @@ def test_prepare_fetch_and_train_offline(tmp_path: Path, monkeypatch: pytest.Mon
                      "--data-root", str(data), "--device", "cpu", "--batch-size", "16", "--max-steps", "2",
                      "--out", str(out), "--set", "engine.progress=false")  # fmt: skip
     assert student.exit_code == 0, student.output
-    record = json.loads((out / f"cifar100-sdd_kd_lskd-{TEACHER}_resnet8x4-M1-2-s0" / "result.json").read_text())
+    (student_dir,) = out.glob(f"cifar100-sdd_kd_lskd-{TEACHER}_resnet8x4-M1-2-s0+*-partial-2steps")  # --max-steps
+    record = json.loads((student_dir / "result.json").read_text())
     stored = Path(tmp_path / "home" / "teachers" / "cifar100" / f"{TEACHER}.pth")
     assert record["teacher_checkpoint"]["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
     assert record["status"] == "finished"
