@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from sddkd import config
 from sddkd.config import (
     ConfigError,
     RunConfig,
@@ -19,7 +20,6 @@ from sddkd.config import (
     describe_error,
     list_presets,
     load_yaml,
-    presets_root,
     resolve_preset,
     shipped_preset_name,
 )
@@ -55,7 +55,7 @@ def matching_presets(pattern: str | None = None) -> list[tuple[str, str]]:
         names = [n for n in names if (fnmatch.fnmatch(n, pattern) if glob else pattern in n)]
         if not names:
             raise ConfigError(f"no preset matches {pattern!r}; `sddkd train --list` shows them all")
-    root = presets_root()
+    root = config.presets_root()
     return [(name, preset_description(root / f"{name}.yaml")) for name in names]
 
 

@@ -96,7 +96,7 @@ def test_prepare_data_uses_sddkd_data(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_the_teacher_store_honours_xdg_cache_home_after_sddkd_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from sddkd import teachers
+    from sddkd.teachers import store as teachers
 
     monkeypatch.delenv("SDDKD_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -59,8 +59,9 @@ def test_teacher_then_sdd_kd_lskd_student_end_to_end(smoke_teacher: Path, tmp_pa
         overrides=[f"teacher.checkpoint={smoke_teacher}", "optim.epochs=4", "engine.progress=false"],
     )
     record = train(cfg, tmp_path)
-    run_dir = tmp_path / "synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0"
-    assert record["run_name"] == run_dir.name and record["status"] == "finished"
+    # 4 of the preset's 8 epochs: the name says so, and the record marks the run partial.
+    run_dir = tmp_path / "synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0-partial-e4of8"
+    assert record["run_name"] == run_dir.name and record["status"] == "finished" and record["partial"]
     on_disk = json.loads((run_dir / "result.json").read_text())
     assert on_disk["status"] == "finished" and on_disk["epochs_done"] == 4 and on_disk["scales"] == [1, 2, 4]
     assert on_disk["best_top1"] > 25.0, "clearly above the 10% chance level"
@@ -101,8 +102,13 @@ def test_a_finished_run_is_not_trained_again_and_other_recipes_are_not_overwritt
     assert first["status"] == "finished" and first["epochs_done"] == 1
     again = train(cfg, tmp_path)
     assert again["updated"] == first["updated"]
-    with pytest.raises(UserError, match="holds a different run"):
-        train(tiny("synthetic/vanilla/resnet8", "optim.max_steps=2", "optim.lr=0.01"), tmp_path)
+    other = train(tiny("synthetic/vanilla/resnet8", "optim.max_steps=2", "optim.lr=0.01"), tmp_path)
+    assert other["run_name"] != first["run_name"]  # another recipe: a directory of its own (sweeps coexist)
+    with pytest.raises(UserError, match="holds a different run"):  # forced into the first one's directory
+        train(
+            tiny("synthetic/vanilla/resnet8", "optim.max_steps=2", "optim.lr=0.01", f"name={first['run_name']}"),
+            tmp_path,
+        )
 
 
 def test_nonfinite_loss_policy(tmp_path: Path):

@@ -91,7 +91,7 @@ def test_plots_draw_mean_and_band_per_series_and_a_teacher_line(sweep: Path, tmp
     pytest.importorskip("matplotlib")
     from matplotlib.collections import PolyCollection
 
-    from sddkd import report_plots
+    from sddkd.report import plots as report_plots
 
     figures = {}
     real_save = report_plots._save

@@ -135,7 +135,7 @@ def test_other_shipped_suites():
     assert vanilla == {s for _, s in CIFAR100_TABLE} and len(baselines) == 19
     imagenet = plan_rows(plan_suite(load_suite("imagenet")))
     assert {(r["teacher"], r["student"], tuple(r["scales"])) for r in imagenet} == {
-        ("resnet34", "resnet18", (1, 2, 4)), ("ResNet50", "MobileNetV1", (1, 2, 4))}  # fmt: skip
+        ("resnet34", "resnet18", (1, 2, 4)), ("resnet50", "MobileNetV1", (1, 2, 4))}  # fmt: skip
     assert len(plan_suite(load_suite("cub200-baselines")).runs) == 11
 
 
