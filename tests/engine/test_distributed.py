@@ -106,7 +106,11 @@ def test_more_ranks_than_training_images_is_one_clear_error(tmp_path: Path):
     assert result.returncode != 0
     assert result.stderr.count("error:") == 1, result.stderr
     assert "2 training images, fewer than the 3 processes" in result.stderr and "use fewer processes" in result.stderr
-    assert not any(tmp_path.iterdir()), "nothing is written before the data is checked"
+    # The refusal is on record (report and `suite --status` show it), and nothing else was written.
+    (run_dir,) = tmp_path.iterdir()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != "lock") == ["config.yaml", "result.json"]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed" and "fewer than the 3 processes" in record["error"]
 
 
 def test_rank_seeds_differ_per_rank_and_repeat_per_epoch():
