@@ -1,5 +1,5 @@
-"""Developer sessions: `nox` runs the tests and the installed-wheel check (the default), `nox -s lint`,
-`nox -s typecheck`.
+"""Developer sessions: `nox` runs the tests, the installed-wheel check and the GPU check's CPU mode (the default),
+`nox -s lint`, `nox -s typecheck`.
 
 The tests session runs in the current environment (venv_backend="none"): torch is several GB, and the README's
 set-up already installs the package with its test extra there. lint and typecheck get small virtualenvs of their own.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "wheel"]
+nox.options.sessions = ["tests", "wheel", "gpu_check_cpu"]
 
 REPO = Path(__file__).resolve().parent
 
@@ -46,6 +46,22 @@ def wheel(session: nox.Session) -> None:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@nox.session(venv_backend="none")
+def gpu_check_cpu(session: nox.Session) -> None:
+    """The prepared GPU check itself, in its CPU mode (tiny sizes, about 3 minutes on 2 cores): every step must
+    finish and `summary.json` must say so, so the script is known to run before anyone spends GPU time on it."""
+    import json
+
+    out = Path(tempfile.mkdtemp(prefix="sddkd-gpu-check-"))
+    script = str(REPO / "benchmarks" / "gpu_check.sh")
+    session.run("bash", script, str(out), env={"DEVICE": "cpu", "PYTHON": sys.executable}, external=True)
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    failed = {name: state for name, state in steps.items() if not str(state).startswith("ok")}
+    if failed:  # the logs stay for reading
+        session.error(f"gpu_check.sh (DEVICE=cpu) steps failed: {failed}; logs in {out}")
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def _clean() -> dict[str, str | None]:
