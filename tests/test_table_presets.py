@@ -26,9 +26,11 @@ LSKD_PAIRS = {
     "wrn40_2_res8x4": ("wrn_40_2", "resnet8x4", 0.05), "wrn40_2_mv2": ("wrn_40_2", "MobileNetV2", 0.01),
     "vgg13_mv2": ("vgg13", "MobileNetV2", 0.01), "res50_mv2": ("ResNet50", "MobileNetV2", 0.01),
 }  # fmt: skip
-# KD+LS log `kd,T,S,<T>,<w>` -> (temperature, kd_weight)
-KD_LS = {"vgg13_vgg8": (3, 9), "res110_res20": (4, 12), "res32x4_wrn16_2": (3, 9), "res32x4_wrn40_2": (3, 9),
-         "wrn40_2_mv2": (3, 9), "vgg13_mv2": (3, 9), "res50_mv2": (3, 1)}  # fmt: skip  (others: 2, 9)
+# KD+LS log `kd,T,S,<T>,<w>` -> (temperature, kd_weight); the other pairs: (2, 9)
+KD_LS = {
+    "vgg13_vgg8": (3, 9), "res110_res20": (4, 12), "res32x4_wrn16_2": (3, 9), "res32x4_wrn40_2": (3, 9),
+    "wrn40_2_mv2": (3, 9), "vgg13_mv2": (3, 9), "res50_mv2": (3, 1),
+}  # fmt: skip
 # DKD+LS log `dkd,T,S,<T>,<w>[,<beta>]` -> (temperature, w, beta); alpha = w, beta = beta * w (beta absent: 8)
 DKD_LS = {
     "res32x4_res8x4": (2, 9, 8), "vgg13_vgg8": (2, 15, 2), "wrn40_2_wrn40_1": (2, 12, 2), "wrn40_2_wrn16_2": (2, 12, 2),
@@ -37,8 +39,9 @@ DKD_LS = {
     "wrn40_2_mv2": (2, 15, 2), "vgg13_mv2": (3, 9, 2), "res50_mv2": (2, 15, 2),
 }  # fmt: skip
 # DKD's beta from LSKD's (= mdistiller's) DKD config; pairs without one keep the default 8
-DKD_BETA = {"vgg13_vgg8": 6, "wrn40_2_wrn40_1": 6, "wrn40_2_wrn16_2": 6, "res56_res20": 2, "res110_res32": 2,
-            "vgg13_mv2": 6}  # fmt: skip
+DKD_BETA = {
+    "vgg13_vgg8": 6, "wrn40_2_wrn40_1": 6, "wrn40_2_wrn16_2": 6, "res56_res20": 2, "res110_res32": 2, "vgg13_mv2": 6,
+}  # fmt: skip
 SDD_PAIRS = {
     "res32x4_shuv1": ("resnet32x4", "ShuffleV1"), "wrn40_2_shuv1": ("wrn_40_2", "ShuffleV1"),
     "res50_mv2": ("ResNet50", "MobileNetV2"), "vgg13_mv2": ("vgg13", "MobileNetV2"),
