@@ -85,3 +85,23 @@ def test_method_columns_follow_the_variant_grammar(method, columns):
 )
 def test_cells_no_paper_reports_have_no_anchor(args):
     assert lookup(*args) is None
+
+
+def test_report_rows_of_table_methods_show_their_delta_vs_the_paper(tmp_path):
+    """Runs of every table row, methods this build cannot train included (their records come from elsewhere)."""
+    from sddkd.report.records import build_report
+    from tests.report.test_report import write_run
+
+    vgg = {"teacher": "vgg13", "student": "vgg8"}
+    res50 = {"teacher": "ResNet50", "student": "vgg8"}
+    write_run(tmp_path, "ctkd_lskd", method="ctkd_lskd", best_top1=74.0, **vgg)
+    write_run(tmp_path, "mlkd", method="mlkd", best_top1=75.0, **vgg)
+    write_run(tmp_path, "kd_lskd", method="kd_lskd", best_top1=74.5, **vgg)
+    write_run(tmp_path, "sdd_nkd", method="sdd_nkd", scales=[1, 2], best_top1=75.0, **res50)
+    rows = {row.method: row for row in build_report(tmp_path).rows}
+    expected = {"ctkd_lskd": (74.47, "CTKD+LS"), "mlkd": (75.18, "MLKD"), "kd_lskd": (74.36, "KD+LS"),
+                "sdd_nkd": (74.62, "SD-NKD M=(1,2)")}  # fmt: skip
+    for method, (published, column) in expected.items():
+        row = rows[method]
+        assert row.published is not None and (row.published.top1, row.published.column) == (published, column)
+        assert row.delta_vs_published == pytest.approx(row.best_top1.mean - published)
