@@ -361,7 +361,10 @@ def suite_command(
         str,
         typer.Argument(
             metavar="NAME|FILE.yaml",
-            help="A shipped suite (cifar100, cub200, baselines, cub200-baselines, imagenet, smoke) or a YAML file.",
+            help=(
+                "A shipped suite (cifar100, cub200, baselines, cub200-baselines, lskd-table, sdd-table, imagenet, "
+                "smoke) or a YAML file."
+            ),
         ),
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded runs and start nothing.")] = False,

@@ -4,24 +4,25 @@ Sources: the SDD paper (Wei et al., CVPR 2024, Tables 1-9), the LSKD paper (Sun 
 1-4) and the RepDistiller / mdistiller READMEs; each value is a mean of 4-5 runs at the best epoch. Paper KD
 baselines disagree by up to 0.5 between papers and reruns scatter by about 0.5: rerun baselines to compare.
 
-How a run's `method` and scales M map to a published column (`lookup`):
+How a run's `method` and scales M map to a published column (`lookup`, columns named by `method_columns`):
 
 | method | M | column |
 |---|---|---|
 | `vanilla` | - | the accuracy of that arch trained alone (teacher / student column) on that dataset |
-| `kd`, `kd_lskd` | any | KD, KD+LS |
-| `dkd`, `dkd_lskd` | any | DKD, DKD+LS |
-| `sdd_kd` | (1) | KD (SD-KD at M=(1) is KD; SDD's M ablation lists the KD value there) |
-| `sdd_kd` | the paper's M | SD-KD |
+| `X`, `X_lskd` | any | X, X+LS (e.g. `kd` -> KD, `ctkd_lskd` -> CTKD+LS) |
+| `sdd_X` | (1) | X (SDD at M=(1) is the global-only loss; SDD's M ablation lists the KD value there) |
+| `sdd_X` | the paper's M | SD-X |
 | `sdd_kd` | each M of SDD's M ablation | the ablation value (CIFAR-100 resnet32x4 -> resnet8x4 / ShuffleV1) |
-| `sdd_dkd` | (1) / the paper's M | DKD / SD-DKD |
-| `sdd_kd_lskd` | (1) | KD+LS (SDD at M=(1) is plain logit-standardized KD) |
-| `sdd_dkd_lskd` | (1) | DKD+LS |
+| `sdd_X_lskd` | (1) | X+LS (SDD at M=(1) is plain logit-standardized X) |
 
-"The paper's M" is (1,2,4) everywhere (the SDD authors' scripts), except SD-KD on resnet32x4 -> resnet8x4,
-whose headline 76.63 was measured at M=(1,2). Any other combination (e.g. `sdd_kd_lskd` at M=(1,2,4), this
-project's own method, or SD-KD at an M the paper did not run) has no published number: `lookup` returns None
-and the report prints "—".
+X is kd, dkd, nkd, ctkd or mlkd. "The paper's M" is (1,2,4) everywhere (the SDD authors' scripts), except SD-KD on
+resnet32x4 -> resnet8x4, whose headline 76.63 was measured at M=(1,2), and SD-NKD on ResNet50 -> vgg8, which the
+SDD scripts ran at M=(1,2) only. Any other combination (e.g. `sdd_kd_lskd` at M=(1,2,4), this project's own method,
+or SD-KD at an M the paper did not run) has no published number: `lookup` returns None and the report prints "—".
+
+The CIFAR-100 rows hold both comparison tables in full: the LSKD README's (KD, CTKD, DKD, MLKD, each with and
+without +LS, 14 pairs) and SDD's Table 2 (KD/SD-KD, DKD/SD-DKD, NKD/SD-NKD, 6 pairs). Where the two papers print
+different numbers for one cell, the SDD paper's is kept and the comment says so.
 """
 
 from __future__ import annotations
@@ -69,37 +70,75 @@ _PAIRS: dict[str, dict[tuple[str, str], dict[str, float | tuple[float, float]]]]
     "cifar100": {
         # the suite's pairs
         ("resnet32x4", "resnet8x4"): {
-            "KD": 73.33, "KD+LS": 76.62, "SD-KD": 76.63, "DKD": 76.32, "DKD+LS": 77.01,
+            "KD": 73.33, "KD+LS": 76.62, "SD-KD": 76.63, "CTKD": 73.39, "CTKD+LS": 76.67, "DKD": 76.32,
+            "DKD+LS": 77.01, "MLKD": 77.08, "MLKD+LS": 78.28,
         },
-        ("resnet32x4", "ShuffleV1"): {"KD": 74.07, "SD-KD": 76.30, "DKD": 76.45, "SD-DKD": 77.30},
+        ("resnet32x4", "ShuffleV1"): {
+            "KD": 74.07, "SD-KD": 76.30, "DKD": 76.45, "SD-DKD": 77.30, "NKD": 75.31, "SD-NKD": 76.34,
+        },
         ("resnet32x4", "MobileNetV2"): {"KD": 67.72, "SD-KD": 68.84, "DKD": 68.98, "SD-DKD": 70.08},
         ("wrn_40_2", "vgg8"): {"KD": 73.97, "SD-KD": 74.44, "DKD": 74.13, "SD-DKD": 74.58},
-        ("wrn_40_2", "ShuffleV1"): {"KD": 74.83, "SD-KD": 76.65, "DKD": 76.70, "SD-DKD": 77.21},
-        # KD: the SDD paper's 68.87 (the LSKD paper reports 68.36 for the same pair)
-        ("wrn_40_2", "MobileNetV2"): {
-            "KD": 68.87, "KD+LS": 69.23, "SD-KD": 69.81, "DKD": 69.33, "DKD+LS": 70.01, "SD-DKD": 70.13,
+        ("wrn_40_2", "ShuffleV1"): {
+            "KD": 74.83, "SD-KD": 76.65, "DKD": 76.70, "SD-DKD": 77.21, "NKD": 75.96, "SD-NKD": 76.81,
         },
-        ("wrn_40_2", "wrn_16_2"): {"KD": 74.92, "KD+LS": 76.11, "DKD": 76.24, "DKD+LS": 76.39},
+        # KD, DKD: the SDD paper's 68.87, 69.33 (the LSKD README prints 68.36, 69.28 for this pair)
+        ("wrn_40_2", "MobileNetV2"): {
+            "KD": 68.87, "KD+LS": 69.23, "SD-KD": 69.81, "CTKD": 68.34, "CTKD+LS": 69.53, "DKD": 69.33,
+            "DKD+LS": 70.01, "SD-DKD": 70.13, "MLKD": 70.78, "MLKD+LS": 71.61,
+        },
+        ("wrn_40_2", "wrn_16_2"): {
+            "KD": 74.92, "KD+LS": 76.11, "CTKD": 75.45, "CTKD+LS": 76.08, "DKD": 76.24, "DKD+LS": 76.39,
+            "MLKD": 76.63, "MLKD+LS": 76.95,
+        },
         # other pairs
         ("resnet32x4", "ShuffleV2"): {
-            "KD": 74.45, "KD+LS": 75.56, "SD-KD": 76.67, "DKD": 77.07, "DKD+LS": 77.37, "SD-DKD": 78.05,
+            "KD": 74.45, "KD+LS": 75.56, "SD-KD": 76.67, "CTKD": 75.37, "CTKD+LS": 76.18, "DKD": 77.07,
+            "DKD+LS": 77.37, "SD-DKD": 78.05, "NKD": 76.26, "SD-NKD": 77.07, "MLKD": 78.44, "MLKD+LS": 78.76,
         },
         ("ResNet50", "MobileNetV2"): {
-            "KD": 67.35, "KD+LS": 69.02, "SD-KD": 69.55, "DKD": 70.35, "DKD+LS": 70.45, "SD-DKD": 71.36,
+            "KD": 67.35, "KD+LS": 69.02, "SD-KD": 69.55, "CTKD": 68.67, "CTKD+LS": 69.36, "DKD": 70.35,
+            "DKD+LS": 70.45, "SD-DKD": 71.36, "NKD": 69.39, "SD-NKD": 70.25, "MLKD": 71.04, "MLKD+LS": 71.19,
         },
         ("vgg13", "MobileNetV2"): {
-            "KD": 67.37, "KD+LS": 68.61, "SD-KD": 68.79, "DKD": 69.71, "DKD+LS": 69.98, "SD-DKD": 70.25,
+            "KD": 67.37, "KD+LS": 68.61, "SD-KD": 68.79, "CTKD": 68.50, "CTKD+LS": 68.98, "DKD": 69.71,
+            "DKD+LS": 69.98, "SD-DKD": 70.25, "NKD": 68.72, "SD-NKD": 69.50, "MLKD": 70.57, "MLKD+LS": 70.94,
         },
-        ("ResNet50", "vgg8"): {"KD": 73.81, "SD-KD": 74.89, "DKD": 75.34, "SD-DKD": 75.86},
+        ("ResNet50", "vgg8"): {
+            "KD": 73.81, "SD-KD": 74.89, "DKD": 75.34, "SD-DKD": 75.86, "NKD": 74.01, "SD-NKD": 74.62,
+        },
         ("ResNet50", "ShuffleV1"): {"KD": 75.82, "SD-KD": 76.87, "DKD": 77.01, "SD-DKD": 78.11},
-        ("wrn_40_2", "resnet8x4"): {"KD": 73.97, "KD+LS": 77.11, "DKD": 75.56, "DKD+LS": 76.75},
-        ("resnet32x4", "wrn_16_2"): {"KD": 74.90, "KD+LS": 75.26, "DKD": 75.70, "DKD+LS": 76.19},
-        ("resnet32x4", "wrn_40_2"): {"KD": 77.70, "KD+LS": 77.92, "DKD": 78.46, "DKD+LS": 78.95},
-        ("vgg13", "vgg8"): {"KD": 72.98, "KD+LS": 74.36, "DKD": 74.68, "DKD+LS": 74.81},
-        ("wrn_40_2", "wrn_40_1"): {"KD": 73.54, "KD+LS": 74.37, "DKD": 74.81, "DKD+LS": 74.89},
-        ("resnet56", "resnet20"): {"KD": 70.66, "KD+LS": 71.43, "DKD": 71.97, "DKD+LS": 72.32},
-        ("resnet110", "resnet32"): {"KD": 73.08, "KD+LS": 74.17, "DKD": 74.11, "DKD+LS": 74.29},
-        ("resnet110", "resnet20"): {"KD": 70.67, "KD+LS": 71.48, "DKD": 71.06, "DKD+LS": 71.85},
+        ("wrn_40_2", "resnet8x4"): {
+            "KD": 73.97, "KD+LS": 77.11, "CTKD": 74.61, "CTKD+LS": 77.03, "DKD": 75.56, "DKD+LS": 76.75,
+            "MLKD": 77.33, "MLKD+LS": 77.68,
+        },
+        ("resnet32x4", "wrn_16_2"): {
+            "KD": 74.90, "KD+LS": 75.26, "CTKD": 74.57, "CTKD+LS": 75.16, "DKD": 75.70, "DKD+LS": 76.19,
+            "MLKD": 76.52, "MLKD+LS": 77.53,
+        },
+        ("resnet32x4", "wrn_40_2"): {
+            "KD": 77.70, "KD+LS": 77.92, "CTKD": 77.66, "CTKD+LS": 77.99, "DKD": 78.46, "DKD+LS": 78.95,
+            "MLKD": 79.26, "MLKD+LS": 79.66,
+        },
+        ("vgg13", "vgg8"): {
+            "KD": 72.98, "KD+LS": 74.36, "CTKD": 73.52, "CTKD+LS": 74.47, "DKD": 74.68, "DKD+LS": 74.81,
+            "MLKD": 75.18, "MLKD+LS": 75.22,
+        },
+        ("wrn_40_2", "wrn_40_1"): {
+            "KD": 73.54, "KD+LS": 74.37, "CTKD": 73.93, "CTKD+LS": 74.58, "DKD": 74.81, "DKD+LS": 74.89,
+            "MLKD": 75.35, "MLKD+LS": 75.56,
+        },
+        ("resnet56", "resnet20"): {
+            "KD": 70.66, "KD+LS": 71.43, "CTKD": 71.19, "CTKD+LS": 71.34, "DKD": 71.97, "DKD+LS": 72.32,
+            "MLKD": 72.19, "MLKD+LS": 72.33,
+        },
+        ("resnet110", "resnet32"): {
+            "KD": 73.08, "KD+LS": 74.17, "CTKD": 73.52, "CTKD+LS": 74.01, "DKD": 74.11, "DKD+LS": 74.29,
+            "MLKD": 74.11, "MLKD+LS": 74.32,
+        },
+        ("resnet110", "resnet20"): {
+            "KD": 70.67, "KD+LS": 71.48, "CTKD": 70.99, "CTKD+LS": 71.39, "DKD": 71.06, "DKD+LS": 71.85,
+            "MLKD": 71.89, "MLKD+LS": 72.27,
+        },
     },
     "cub200": {
         ("resnet32x4", "MobileNetV2"): {"KD": 56.09, "SD-KD": 60.51, "DKD": 59.94, "SD-DKD": 62.97},
@@ -132,19 +171,27 @@ _PAPER_SCALES: Scales = (1, 2, 4)
 # (dataset, method, teacher, student) whose headline SD number was measured at another M than _PAPER_SCALES
 _PAPER_SCALES_EXCEPTIONS: dict[tuple[str, str, str, str], Scales] = {
     ("cifar100", "sdd_kd", "resnet32x4", "resnet8x4"): (1, 2),
+    ("cifar100", "sdd_nkd", "ResNet50", "vgg8"): (1, 2),  # SDD's scripts ran SD-NKD on this pair at M=(1,2) only
 }
 
-# method -> (column at M=(1), column at the paper's M or None); non-SDD methods ignore M
-_COLUMNS: dict[str, tuple[str, str | None]] = {
-    "kd": ("KD", "KD"),
-    "kd_lskd": ("KD+LS", "KD+LS"),
-    "dkd": ("DKD", "DKD"),
-    "dkd_lskd": ("DKD+LS", "DKD+LS"),
-    "sdd_kd": ("KD", "SD-KD"),
-    "sdd_dkd": ("DKD", "SD-DKD"),
-    "sdd_kd_lskd": ("KD+LS", None),
-    "sdd_dkd_lskd": ("DKD+LS", None),
-}
+
+def method_columns(method: str) -> tuple[str, str | None] | None:
+    """The published columns of `method`: (column at M=(1), column at the paper's M or None); None when no table
+    has the method. Non-SDD methods ignore M: both columns are the same.
+
+    The one place that knows each base method's display label and the variant grammar (`sdd_` prefix, `_lskd`
+    suffix); methods sddkd cannot run yet (e.g. mlkd) are listed so their published rows already print.
+    """
+    labels = {"kd": "KD", "dkd": "DKD", "nkd": "NKD", "ctkd": "CTKD", "mlkd": "MLKD"}
+    sdd = method.startswith("sdd_")
+    lskd = method.endswith("_lskd")
+    label = labels.get(method.removeprefix("sdd_").removesuffix("_lskd"))
+    if label is None:
+        return None
+    plain = f"{label}+LS" if lskd else label
+    if not sdd:
+        return (plain, plain)
+    return (plain, None if lskd else f"SD-{label}")  # no paper ran SDD on z-scored logits beyond M=(1)
 
 
 def scales_label(scales: Scales) -> str:
@@ -173,15 +220,17 @@ def lookup(dataset: str, method: str, teacher: str | None, student: str, scales:
     """
     if method == "vanilla":
         return lookup_arch(dataset, student)
-    if teacher is None or method not in _COLUMNS:
+    columns = method_columns(method)
+    if teacher is None or columns is None:
         return None
     scales = scales or (1,)
     ablation = _M_ABLATION.get((teacher, student), {}) if (dataset, method) == ("cifar100", "sdd_kd") else {}
     if scales in ablation:
         return Anchor(ablation[scales], column=f"SD-KD M={scales_label(scales)}", source=_ABLATION_SOURCE)
     row = _PAIRS.get(dataset, {}).get((teacher, student), {})
-    at_m1, at_paper_m = _COLUMNS[method]
-    if not method.startswith("sdd_") or scales == (1,):
+    at_m1, at_paper_m = columns
+    ignores_m = at_m1 == at_paper_m
+    if ignores_m or scales == (1,):
         column = at_m1
     elif scales == _PAPER_SCALES_EXCEPTIONS.get((dataset, method, teacher, student), _PAPER_SCALES):
         if at_paper_m is None:
@@ -191,5 +240,5 @@ def lookup(dataset: str, method: str, teacher: str | None, student: str, scales:
         return None
     if column not in row:
         return None
-    label = f"{column} M={scales_label(scales)}" if method.startswith("sdd_") and scales != (1,) else column
+    label = column if ignores_m or scales == (1,) else f"{column} M={scales_label(scales)}"
     return _anchor(row[column], label, _SOURCES[dataset])
