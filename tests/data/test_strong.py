@@ -125,9 +125,9 @@ def test_cutout_matches_the_reference_rectangle_exactly():
 
 def test_two_ops_compose_in_order_like_pil():
     images = natural_images(6, seed=5)
-    ops = torch.tensor([[OPS.index("rotate"), OPS.index("equalize")], [OPS.index("solarize"), OPS.index("shear_x")],
-                        [OPS.index("color"), OPS.index("color")], [OPS.index("posterize"), OPS.index("autocontrast")],
-                        [OPS.index("translate_y"), OPS.index("sharpness")], [OPS.index("identity"), OPS.index("contrast")]])  # fmt: skip
+    pairs = [("rotate", "equalize"), ("solarize", "shear_x"), ("color", "color"), ("posterize", "autocontrast"),
+             ("translate_y", "sharpness"), ("identity", "contrast")]  # fmt: skip
+    ops = torch.tensor([[OPS.index(first), OPS.index(second)] for first, second in pairs])
     values = torch.tensor([[20.0, 0.0], [100.0, 0.2], [0.3, 0.6], [5.5, 0.0], [-0.25, 0.4], [0.0, 0.5]])
     ours = rand_augment(images, ops, values)
     for i in range(6):
