@@ -308,9 +308,12 @@ def cutout(images: Tensor, side: Tensor, centre_x: Tensor, centre_y: Tensor) -> 
     xs = torch.arange(width, device=images.device, dtype=x0.dtype).view(1, 1, width)
     ys = torch.arange(height, device=images.device, dtype=y0.dtype).view(1, height, 1)
     mask = (xs >= x0.view(-1, 1, 1)) & (xs <= x1.view(-1, 1, 1)) & (ys >= y0.view(-1, 1, 1)) & (ys <= y1.view(-1, 1, 1))
-    mask = (mask & (side > 0).view(-1, 1, 1)).unsqueeze(1)
-    fill = torch.tensor(CUTOUT_FILL, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return torch.where(mask, fill, images)
+    mask = mask & (side > 0).view(-1, 1, 1)
+    # One Python scalar per channel: a fill tensor built here would be a blocking host-to-device copy every batch.
+    out = images.clone()
+    for channel, value in enumerate(CUTOUT_FILL):
+        out[:, channel].masked_fill_(mask, value)
+    return out
 
 
 def strong_view(crops: Tensor, plan: StrongPlan) -> Tensor:

@@ -108,11 +108,21 @@ def _no_host_reads():
 
     names = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
     saved = {name: getattr(torch.Tensor, name) for name in names}
+    make_tensor = torch.tensor
+
+    def tensor_without_device(*args, **kwargs):
+        # torch.tensor(data, device=cuda) copies from pageable host memory and waits for the copy.
+        if kwargs.get("device") is not None:
+            raise AssertionError("torch.tensor(..., device=...) inside the step: a blocking host-to-device copy")
+        return make_tensor(*args, **kwargs)
+
     try:
         for name in names:
             setattr(torch.Tensor, name, refuse(name))
+        torch.tensor = tensor_without_device
         yield
     finally:
+        torch.tensor = make_tensor
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
 
@@ -129,9 +139,12 @@ def test_two_view_batches_and_mlkd_loss_read_nothing_on_the_host():
     assert torch.isfinite(total)
 
 
-def test_the_host_read_guard_catches_a_read():
+def test_the_host_read_guard_catches_a_read_and_a_copy():
     with pytest.raises(AssertionError, match="item"), _no_host_reads():
         torch.ones(1).item()
+    with pytest.raises(AssertionError, match="host-to-device"), _no_host_reads():
+        torch.tensor([1, 2], device="cpu")
+    assert torch.tensor([1]).item() == 1  # restored
 
 
 @pytest.mark.gpu
