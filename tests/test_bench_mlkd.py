@@ -46,3 +46,19 @@ def test_one_tiny_round_of_the_three_loops_runs_on_cpu():
     assert report["mlkd_speedup_vs_reference"] == pytest.approx(
         report["reference"]["ms_per_step"] / report["mlkd"]["ms_per_step"]
     )
+
+
+def test_the_mlkd_loops_cuda_calls_run_with_a_mocked_cuda(monkeypatch):
+    """The loop's CUDA-only lines (graph step marker, final synchronize) on a CPU with a mocked CUDA API."""
+    from sddkd.bench import bench_config
+    from sddkd.bench_mlkd import MlkdLoop
+    from sddkd.engine.placement import Placement
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append("mark"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(f"sync {device}"))
+    cfg = bench_config("res20_res8", "1", 4, "cpu", False, "off", None, 8, 4)
+    loop = MlkdLoop(cfg, Placement(torch.device("cpu"), None, False))
+    loop.placement = Placement(torch.device("cuda", 0), None, False)  # the data and models stay on the CPU
+    assert loop.run(2) > 0
+    assert calls == ["mark", "mark", "sync cuda:0"] and torch.isfinite(loop.loss_sum)

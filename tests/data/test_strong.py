@@ -182,3 +182,14 @@ def test_strong_view_module_has_no_python_loop_over_images():
     plan = _plan(8)
     compiled = torch.compile(strong.strong_view, backend="eager", fullgraph=True)
     assert torch.equal(compiled(images, plan), strong.strong_view(images, plan))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_strong_view_on_cuda_matches_the_cpu():
+    images = natural_images(64, seed=7)
+    plan = _plan(64, seed=3)
+    cpu = strong.strong_view(images, plan)
+    cuda = strong.strong_view(images.cuda(), plan.to("cuda")).cpu()
+    diff = (cpu.int() - cuda.int()).abs().float()
+    assert diff.mean() < 0.05 and (diff > 1).float().mean() < 0.001  # float rounding may move a stray pixel
