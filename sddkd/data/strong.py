@@ -253,7 +253,6 @@ def affine_nearest(images: Tensor, matrix: Tensor) -> Tensor:
 
 def _geometric_matrix(op: Tensor, value: Tensor, height: int, width: int) -> Tensor:
     """[B, 2, 3] output -> input maps of the geometric ops (identity for every other op), as PIL builds them."""
-
     value = value.double()  # PIL builds its matrices in double precision
 
     def where(name: str) -> Tensor:
