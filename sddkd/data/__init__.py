@@ -45,6 +45,7 @@ from sddkd.data.spec import (
     synthetic_spec,
 )
 from sddkd.data.synthetic import SyntheticConfig, SyntheticData, make_synthetic
+from sddkd.errors import UserError
 
 Loader = ArrayLoader | ImageNetLoader
 
@@ -60,6 +61,7 @@ __all__ = [
     "build_cub_cache",
     "build_imagenet_index",
     "build_loaders",
+    "check_two_views",
     "crop_flip",
     "cub_cache_dir",
     "cub_cache_ready",
@@ -100,6 +102,22 @@ def _array_dataset(name: str, root: str | Path, synthetic: SyntheticConfig | Map
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 
 
+# MLKD's strong view follows the reference CIFAR-100 pipeline (32 px crops); no reference defines one for CUB or
+# ImageNet, and the ImageNet loader decodes on CPU workers, so two views are offered on 32 px data only.
+TWO_VIEW_DATASETS = ("cifar100", "synthetic")
+
+
+def check_two_views(name: str, synthetic: SyntheticConfig | Mapping[str, Any] | None = None) -> None:
+    """Raise UserError unless dataset `name` can serve MLKD's two views (call it when validating a config)."""
+    size = SyntheticConfig.from_options(synthetic).image_size if name == "synthetic" else None
+    if name not in TWO_VIEW_DATASETS or size not in (None, 32):
+        what = f"{size} px synthetic data" if name == "synthetic" else name
+        raise UserError(
+            f"MLKD's strong view is defined for CIFAR-100 and 32 px synthetic data only, not {what}; "
+            "train an MLKD method on cifar100 or 32 px synthetic data, or choose another method"
+        )
+
+
 def build_loaders(
     name: str,
     root: str | Path = "data",
@@ -112,15 +130,19 @@ def build_loaders(
     synthetic: SyntheticConfig | Mapping[str, Any] | None = None,
     num_workers: int | None = None,
     eval_batch_size: int | None = None,
+    two_views: bool = False,
 ) -> tuple[Loader, Loader]:
     """(train, test) loaders of dataset `name` read from `root` (the data root; unused for synthetic).
 
     synthetic: the SyntheticConfig (or a mapping of its fields) for name == "synthetic"; defaults when None.
     num_workers: decoding processes per rank for ImageNet (default min(8, CPUs)); array datasets need none.
     eval_batch_size: the test loader's batch (default `batch_size`); evaluation has no gradients to fit.
+    two_views: the training loader yields (weak, strong, labels) for MLKD (CIFAR-100 and synthetic only).
     Raises DataMissingError naming the `sddkd prepare-data` command when files are missing.
     """
     device = torch.device(device)
+    if two_views:
+        check_two_views(name, synthetic)  # before any file is read
     if name == "imagenet":
         spec = dataset_spec(name)
         workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -142,6 +164,7 @@ def build_loaders(
             mean=data.spec.mean, std=data.spec.std,
             train=train, crop_size=data.spec.image_size, padding=data.padding if train else 0,
             drop_last=train and data.drop_last, seed=seed, rank=rank, world_size=world_size,
+            two_views=two_views and train,
         )  # fmt: skip
 
     return array(data.train_images, data.train_labels, True), array(data.test_images, data.test_labels, False)

@@ -14,6 +14,11 @@ Sharding over `world_size` processes (DDP):
 - test: no shuffling, no padding: rank r takes samples r, r + W, ...; every sample is seen exactly once across
   ranks, so sums of correct predictions and counts all-reduced after the loop give exact metrics. Ranks may
   differ by one sample and hence by at most one step: never put a collective inside the evaluation loop.
+
+Two views (MLKD, opt-in with `two_views=True`, training only): each batch is (weak, strong, labels). The weak
+view is exactly the one-view batch; the strong view (its own crop and flip, RandAugment, Cutout; see
+sddkd.data.strong) is drawn from a separate stream of the same (seed, epoch), per global position, so turning
+it on changes no weak batch and a resumed epoch sees the same strong views.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from sddkd.data.strong import StrongPlan, draw_strong_plan, strong_view
 from sddkd.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
+TwoViewBatch = tuple[Tensor, Tensor, Tensor]  # weak images, strong images, labels
+STRONG_STREAM = "strong"  # the generator stream of the strong view's draws (the weak view's is "data")
 
 
 def epoch_generator(seed: int, epoch: int, stream: str = "data") -> torch.Generator:
@@ -98,6 +106,7 @@ class ArrayLoader:
     train=True: shuffle; random crop of `crop_size` from the image zero-padded by `padding`; random flip.
     train=False: dataset order, no padding; center crop of `crop_size` when smaller than the image.
     drop_last drops a final partial batch (CUB training); else it is kept (CIFAR: 782 steps of 64 for 50,000).
+    two_views=True (train only): batches are (weak, strong, labels), the strong view MLKD's (module docstring).
     Call set_epoch(e) before each epoch: batches are a pure function of (seed, e, rank, world_size).
     """
 
@@ -116,7 +125,10 @@ class ArrayLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        two_views: bool = False,
     ) -> None:
+        if two_views and not train:
+            raise ValueError("two views are a training augmentation; an evaluation loader has one view")
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
         if labels.shape != images.shape[:1]:
@@ -139,6 +151,7 @@ class ArrayLoader:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.two_views = two_views
         self.epoch = 0
         self.start_step = 0  # the first batch of the epoch (a resumed epoch continues where it stopped)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -188,8 +201,21 @@ class ArrayLoader:
         mine = slice(self.rank, total, self.world_size)
         return positions[mine], top[mine], left[mine], flip[mine]
 
-    def __iter__(self) -> Iterator[Batch]:
+    def strong_plan(self) -> StrongPlan:
+        """This epoch's strong-view draws [n] on the CPU, aligned with `epoch_plan` (train loaders only)."""
+        if not self.train:
+            raise ValueError("only a training loader draws strong views")
+        generator = epoch_generator(self.seed, self.epoch, STRONG_STREAM)
+        height, width = self.images.shape[-2:]
+        total = math.ceil(self.dataset_size / self.world_size) * self.world_size  # the padded epoch length
+        plan = draw_strong_plan(
+            generator, total, height=height, width=width, crop_size=self.crop_size, padding=self.padding
+        )
+        return plan.select(slice(self.rank, total, self.world_size))
+
+    def __iter__(self) -> Iterator[Batch] | Iterator[TwoViewBatch]:
         index, top, left, flip = (t.to(self.device, non_blocking=True) for t in self._epoch_plan())
+        strong = self.strong_plan().to(self.device) if self.two_views else None
         plain = not self.train and self.crop_size == self.images.shape[-1] == self.images.shape[-2]
         for step in range(self.start_step, len(self)):
             batch = slice(step * self.batch_size, (step + 1) * self.batch_size)
@@ -205,4 +231,14 @@ class ArrayLoader:
                     padding=self.padding if self.train else 0,  # evaluation never pads
                     index=index[batch],
                 )
-            yield normalize(images, self.mean, self.std), self.labels[index[batch]]
+            labels = self.labels[index[batch]]
+            if strong is None:
+                yield normalize(images, self.mean, self.std), labels
+                continue
+            draws = strong.select(batch)
+            crops = crop_flip(
+                self.images, draws.top, draws.left, draws.flip, size=self.crop_size, padding=self.padding,
+                index=index[batch],
+            )  # fmt: skip
+            strong_images = normalize(strong_view(crops, draws), self.mean, self.std)
+            yield normalize(images, self.mean, self.std), strong_images, labels
