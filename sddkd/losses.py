@@ -251,7 +251,7 @@ def sdd_kd_loss(
     region_student: Tensor,
     region_teacher: Tensor,
     target: Tensor,
-    temperature: float,
+    temperature: float | Tensor,
     complementary_weight: float = 2.0,
     standardize: bool = False,
 ) -> Tensor:

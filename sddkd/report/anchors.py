@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sddkd.methods import label_of, method_names, parse_name
 from sddkd.scales import Scales
 
 
@@ -134,17 +135,17 @@ _PAPER_SCALES_EXCEPTIONS: dict[tuple[str, str, str, str], Scales] = {
     ("cifar100", "sdd_kd", "resnet32x4", "resnet8x4"): (1, 2),
 }
 
-# method -> (column at M=(1), column at the paper's M or None); non-SDD methods ignore M
-_COLUMNS: dict[str, tuple[str, str | None]] = {
-    "kd": ("KD", "KD"),
-    "kd_lskd": ("KD+LS", "KD+LS"),
-    "dkd": ("DKD", "DKD"),
-    "dkd_lskd": ("DKD+LS", "DKD+LS"),
-    "sdd_kd": ("KD", "SD-KD"),
-    "sdd_dkd": ("DKD", "SD-DKD"),
-    "sdd_kd_lskd": ("KD+LS", None),
-    "sdd_dkd_lskd": ("DKD+LS", None),
-}
+def _columns(method: str) -> tuple[str, str | None] | None:
+    """The published columns of a method, from the registry's labels: (column at M=(1), column at the paper's M or
+    None). `sdd_X` is X at M=(1) and SD-X at the paper's M; `sdd_X_lskd` was published by nobody beyond M=(1);
+    non-SDD methods ignore M. None for vanilla and unknown names."""
+    if method not in method_names() or method == "vanilla":
+        return None
+    _, sdd, lskd = parse_name(method)
+    plain = label_of(method.removeprefix("sdd_"))  # KD, KD+LS, DKD, ...
+    if not sdd:
+        return plain, plain
+    return plain, (None if lskd else label_of(method))
 
 
 def scales_label(scales: Scales) -> str:
@@ -173,14 +174,15 @@ def lookup(dataset: str, method: str, teacher: str | None, student: str, scales:
     """
     if method == "vanilla":
         return lookup_arch(dataset, student)
-    if teacher is None or method not in _COLUMNS:
+    columns = _columns(method)
+    if teacher is None or columns is None:
         return None
     scales = scales or (1,)
     ablation = _M_ABLATION.get((teacher, student), {}) if (dataset, method) == ("cifar100", "sdd_kd") else {}
     if scales in ablation:
         return Anchor(ablation[scales], column=f"SD-KD M={scales_label(scales)}", source=_ABLATION_SOURCE)
     row = _PAIRS.get(dataset, {}).get((teacher, student), {})
-    at_m1, at_paper_m = _COLUMNS[method]
+    at_m1, at_paper_m = columns
     if not method.startswith("sdd_") or scales == (1,):
         column = at_m1
     elif scales == _PAPER_SCALES_EXCEPTIONS.get((dataset, method, teacher, student), _PAPER_SCALES):
