@@ -85,6 +85,9 @@ class CTKD(Method):
 
         assert params is not None, "CTKD needs its temperature parameter"
         temperature = learnable_temperature(params.theta, inputs["reversal"], cfg.t_start, cfg.t_range)
+        # dL/dT flows through the teacher's softmax too, so autograd saves teacher / T: the teacher's logits may
+        # come from inference mode, whose tensors autograd refuses to save. A copy [B, K, N] is a normal tensor.
+        teacher = teacher.clone()
         kd = sdd_kd_loss(student, teacher, labels, temperature,  # type: ignore[arg-type]
                          complementary_weight=cfg.complementary_weight, standardize=cfg.standardize)  # fmt: skip
         return {"kd": kd}
