@@ -376,3 +376,10 @@ def test_ctkd_trains_under_cuda_graphs_and_records_its_temperature(teacher: Path
     rows = [json.loads(line) for line in (tmp_path / record["run_name"] / "metrics.jsonl").read_text().splitlines()]
     temperatures = [row["method_metrics"]["temperature"] for row in rows]
     assert len(temperatures) == 3 and all(t > 1.0 for t in temperatures) and len(set(temperatures)) == 3
+
+
+def test_method_metrics_reach_the_trackers():
+    from sddkd.engine.tracking import epoch_scalars
+
+    scalars = epoch_scalars({"epoch": 2, "losses": {"ce": 1.0, "kd": 0.5}, "method_metrics": {"temperature": 7.5}})
+    assert scalars["method/temperature"] == 7.5 and scalars["loss/kd"] == 0.5
