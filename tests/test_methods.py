@@ -28,15 +28,6 @@ LOSS_GOLDEN = json.loads((FIXTURES / "loss_golden.json").read_text())["cases"]
 METHODS_GOLDEN = json.loads((FIXTURES / "methods_golden.json").read_text())["cases"]
 DISTILLING = [name for name in method_names() if method_of(name).distills]
 
-# Hyper-parameters per base method for the training tests (any valid values; the golden tests use the fixtures').
-TRAIN_FIELDS: dict[str, dict[str, Any]] = {
-    "kd": {"temperature": 4.0},
-    "dkd": {"temperature": 4.0, "alpha": 1.0, "beta": 8.0},
-    "nkd": {"temperature": 4.0, "gamma": 1.5},
-    "ctkd": {},
-}
-
-
 def f64(values: Any) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
@@ -237,7 +228,7 @@ def test_two_steps_and_a_mid_epoch_resume_equal_the_uninterrupted_run(
 ):
     base, sdd, _ = parse_name(name)
     distills = method_of(name).distills
-    method = {"name": name, "ce_weight": 1.0, **TRAIN_FIELDS.get(base, {}), **({"scales": [1, 2]} if sdd else {})}
+    method = {"name": name, "ce_weight": 1.0, **method_of(name).example, **({"scales": [1, 2]} if sdd else {})}
     cfg = build_config(tiny_raw(method, teacher if distills else None))
 
     straight = train(cfg, tmp_path / "straight")
@@ -308,7 +299,7 @@ def _method_step(name: str, device: str) -> Any:
     from sddkd.models import create_model
 
     base, sdd, _ = parse_name(name)
-    method = {"name": name, "ce_weight": 1.0, **TRAIN_FIELDS.get(base, {}), **({"scales": [1, 2]} if sdd else {})}
+    method = {"name": name, "ce_weight": 1.0, **method_of(name).example, **({"scales": [1, 2]} if sdd else {})}
     raw = tiny_raw(method, Path("unused.pt"))
     raw["engine"]["device"] = device
     cfg = build_config(raw)
@@ -383,3 +374,23 @@ def test_method_metrics_reach_the_trackers():
 
     scalars = epoch_scalars({"epoch": 2, "losses": {"ce": 1.0, "kd": 0.5}, "method_metrics": {"temperature": 7.5}})
     assert scalars["method/temperature"] == 7.5 and scalars["loss/kd"] == 0.5
+
+
+def test_the_readme_table_lists_every_method_with_its_variants():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for method in base_methods():
+        variants = ", ".join(f"`{n}`" for n in method_names() if method_of(n) is method)
+        row = f"| `{method.base}` | {variants} | {method.label} | {method.paper} |"
+        assert row in readme, f"README.md's method table needs the row: {row}"
+
+
+def test_a_method_needing_other_views_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch):
+    import sddkd.engine.distill as distill
+    from sddkd.errors import UserError
+
+    class TwoViews(type(method_of("kd"))):  # type: ignore[misc]
+        views = ("weak", "strong")
+
+    monkeypatch.setattr(distill, "method_of", lambda name: TwoViews())
+    with pytest.raises(UserError, match="needs the views weak, strong"):
+        make_loss_fn(method_config("kd", temperature=4.0))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sddkd.errors import UserError
 from sddkd.methods import distill_weight, method_of
 from sddkd.models import ImageClassifier, region_logits
 from sddkd.scales import Scales
@@ -59,6 +60,11 @@ class LossFn:
     def __init__(self, method: Any):
         self.method = method
         self.impl = method_of(method.name)
+        if self.impl.views != ("weak",):
+            raise UserError(
+                f"method {method.name} needs the views {', '.join(self.impl.views)} of every image; this engine "
+                "serves the weak view only"
+            )
         self.names: tuple[str, ...] = ("ce", *self.impl.terms)
         self.input_names: tuple[str, ...] = tuple(self.impl.epoch_inputs(method, 1)) if self.impl.distills else ()
         self.parameters: nn.Module | None = self.impl.make_parameters(method)

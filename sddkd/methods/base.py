@@ -93,6 +93,8 @@ class Method:
     distills: ClassVar[bool] = True  # False: plain cross-entropy (vanilla), no variants, no teacher
     terms: ClassVar[tuple[str, ...]] = ("kd",)  # its distillation terms, as metrics.jsonl names them
     views: ClassVar[tuple[str, ...]] = ("weak",)  # the augmented views of each image a step needs
+    # Valid values of its required fields besides ce_weight: the registry's tests train every variant with them.
+    example: ClassVar[dict[str, Any]] = {}
 
     def epoch_weights(self, cfg: Any, epoch: int) -> dict[str, float]:
         """The multiplier of each of `terms` in the 1-based epoch: the distillation weight, ramped over warm-up."""

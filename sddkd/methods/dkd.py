@@ -28,6 +28,7 @@ class DKD(Method):
     paper = "Zhao et al., Decoupled Knowledge Distillation (CVPR 2022)"
     config = DKDConfig
     terms = ("dkd",)
+    example = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}
 
     def loss_terms(
         self, cfg: Any, student: Tensor, teacher: Tensor, labels: Tensor, params: nn.Module | None,

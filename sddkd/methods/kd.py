@@ -26,6 +26,7 @@ class KD(Method):
     paper = "Hinton et al., Distilling the Knowledge in a Neural Network (2015)"
     config = KDConfig
     terms = ("kd",)
+    example = {"temperature": 4.0}
 
     def loss_terms(
         self, cfg: Any, student: Tensor, teacher: Tensor, labels: Tensor, params: nn.Module | None,

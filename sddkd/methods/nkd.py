@@ -30,6 +30,7 @@ class NKD(Method):
     paper = "Yang et al., From Knowledge Distillation to Self-Knowledge Distillation: NKD (ICCV 2023)"
     config = NKDConfig
     terms = ("nkd",)
+    example = {"temperature": 4.0, "gamma": 1.5}
 
     def loss_terms(
         self, cfg: Any, student: Tensor, teacher: Tensor, labels: Tensor, params: nn.Module | None,
