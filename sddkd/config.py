@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -77,14 +77,20 @@ class TeacherConfig(StrictModel):
 
 # The method configs come from the registry (`sddkd.methods`): one class per base method, its `name` one of the
 # base method's variants, so a DKD knob cannot appear in a KD recipe.
-_CLASSES = config_classes()
-VanillaMethod = _CLASSES["vanilla"]
-KDMethod = _CLASSES["kd"]
-DKDMethod = _CLASSES["dkd"]
-NKDMethod = _CLASSES["nkd"]
-CTKDMethod = _CLASSES["ctkd"]
 METHOD_NAMES = method_names()
-MethodConfig = Annotated[Union[tuple(_CLASSES.values())], Field(discriminator="name")]  # type: ignore[valid-type]  # noqa: UP007
+if TYPE_CHECKING:  # the static view: a method config is vanilla's or a distillation one (narrow with isinstance)
+    from sddkd.methods.ctkd import CTKDConfig as CTKDMethod
+    from sddkd.methods.dkd import DKDConfig as DKDMethod
+    from sddkd.methods.kd import KDConfig as KDMethod
+    from sddkd.methods.nkd import NKDConfig as NKDMethod
+    from sddkd.methods.vanilla import VanillaConfig as VanillaMethod
+
+    MethodConfig: TypeAlias = VanillaMethod | DistillConfig
+else:
+    _CLASSES = config_classes()
+    VanillaMethod, KDMethod, DKDMethod = _CLASSES["vanilla"], _CLASSES["kd"], _CLASSES["dkd"]
+    NKDMethod, CTKDMethod = _CLASSES["nkd"], _CLASSES["ctkd"]
+    MethodConfig = Annotated[Union[tuple(_CLASSES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
 class OptimConfig(StrictModel):

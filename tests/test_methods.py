@@ -28,6 +28,7 @@ LOSS_GOLDEN = json.loads((FIXTURES / "loss_golden.json").read_text())["cases"]
 METHODS_GOLDEN = json.loads((FIXTURES / "methods_golden.json").read_text())["cases"]
 DISTILLING = [name for name in method_names() if method_of(name).distills]
 
+
 def f64(values: Any) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
@@ -61,7 +62,8 @@ def _nkd(sdd: bool, lskd: bool):
         for case in METHODS_GOLDEN["nkd"]:
             student, teacher = f64(case["logits_student"])[..., None], f64(case["logits_teacher"])[..., None]
             for non_target_only, key in ((True, "nkd_non_target_only"), (False, "nkd_all_classes_sdd_code")):
-                fields = {"temperature": case["temperature"], "gamma": case["gamma"], "non_target_only": non_target_only}
+                fields = {"temperature": case["temperature"], "gamma": case["gamma"]}
+                fields["non_target_only"] = non_target_only
                 yield fields, student, teacher, torch.tensor(case["target"]), case[key]
         return
     for case in METHODS_GOLDEN["sdd_nkd"]:
@@ -84,8 +86,11 @@ def _ctkd(sdd: bool, lskd: bool):
 
 GOLDEN = {
     "kd": _kd_like({}, "kd_loss_on_region0", "sdd_kd_loss_complementary_weight_2"),
-    "dkd": _kd_like({"alpha": 1.0, "beta": 8.0}, "dkd_loss_on_region0_alpha1_beta8",
-                    "sdd_dkd_loss_alpha1_beta8_complementary_weight_2"),  # fmt: skip
+    "dkd": _kd_like(
+        {"alpha": 1.0, "beta": 8.0},
+        "dkd_loss_on_region0_alpha1_beta8",
+        "sdd_dkd_loss_alpha1_beta8_complementary_weight_2",
+    ),  # fmt: skip
     "nkd": _nkd,
     "ctkd": _ctkd,
 }
@@ -120,7 +125,8 @@ def test_loss_matches_the_official_code(name: str):
             assert grad_theta.item() == pytest.approx(case["grad_theta"], rel=1e-9, abs=1e-15)
             torch.testing.assert_close(student.grad[..., 0], f64(case["grad_logits_student"]), rtol=1e-9, atol=1e-15)
         else:
-            value = make_loss_fn(method_config(name, **fields)).terms(student, teacher, target)[method_of(name).terms[0]]
+            terms = make_loss_fn(method_config(name, **fields)).terms(student, teacher, target)
+            value = terms[method_of(name).terms[0]]
             assert value.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
         checked += 1
     assert checked, f"no golden case covers {name}"
@@ -129,8 +135,10 @@ def test_loss_matches_the_official_code(name: str):
 @pytest.mark.parametrize("name", [n for n in DISTILLING if parse_name(n)[2] and parse_name(n)[0] == "nkd"])
 def test_nkd_lskd_is_nkd_on_z_scored_logits(name: str):
     gen = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(4, 7, 3, generator=gen, dtype=torch.float64), torch.randn(4, 7, 3, generator=gen,
-                                                                                             dtype=torch.float64)
+    student, teacher = (
+        torch.randn(4, 7, 3, generator=gen, dtype=torch.float64),
+        torch.randn(4, 7, 3, generator=gen, dtype=torch.float64),
+    )
     target = torch.tensor([0, 3, 6, 2])
     scales = {"scales": [1, 2]} if parse_name(name)[1] else {}
     if not scales:
@@ -149,7 +157,11 @@ def test_every_base_method_has_its_four_variants_and_a_label():
     for method in base_methods():
         if method.distills:
             assert [n for n in method_names() if parse_name(n)[0] == method.base] == [
-                method.base, f"{method.base}_lskd", f"sdd_{method.base}", f"sdd_{method.base}_lskd"]
+                method.base,
+                f"{method.base}_lskd",
+                f"sdd_{method.base}",
+                f"sdd_{method.base}_lskd",
+            ]
         assert method.label and method.paper and method.views == ("weak",)
     assert label_of("sdd_nkd_lskd") == "SD-NKD+LS" and label_of("ctkd") == "CTKD"
 

@@ -17,5 +17,6 @@ from sddkd.methods.registry import (
 
 __all__ = [
     "DistillConfig", "Method", "StrictModel", "base_methods", "config_class_by_name", "config_classes",
-    "distill_weight", "label_of", "method_names", "method_of", "parse_name", "report_order", "report_rank", "variant_names",
+    "distill_weight", "label_of", "method_names", "method_of", "parse_name", "report_order", "report_rank",
+    "variant_names",
 ]  # fmt: skip

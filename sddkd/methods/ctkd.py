@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, model_validator
 
@@ -84,17 +84,19 @@ class CTKD(Method):
         from sddkd.losses import learnable_temperature, sdd_kd_loss
 
         assert params is not None, "CTKD needs its temperature parameter"
-        temperature = learnable_temperature(params.theta, inputs["reversal"], cfg.t_start, cfg.t_range)
+        theta = cast("Tensor", params.theta)
+        temperature = learnable_temperature(theta, inputs["reversal"], cfg.t_start, cfg.t_range)
         # dL/dT flows through the teacher's softmax too, so autograd saves teacher / T: the teacher's logits may
         # come from inference mode, whose tensors autograd refuses to save. A copy [B, K, N] is a normal tensor.
         teacher = teacher.clone()
-        kd = sdd_kd_loss(student, teacher, labels, temperature,  # type: ignore[arg-type]
+        kd = sdd_kd_loss(student, teacher, labels, temperature,
                          complementary_weight=cfg.complementary_weight, standardize=cfg.standardize)  # fmt: skip
         return {"kd": kd}
 
     def epoch_metrics(self, cfg: Any, params: nn.Module | None) -> dict[str, float]:
         assert params is not None
-        return {"temperature": temperature_of(cfg, float(params.theta.detach()))}  # once per epoch, not per step
+        theta = cast("Tensor", params.theta)
+        return {"temperature": temperature_of(cfg, float(theta.detach()))}  # once per epoch, not per step
 
     def analysis_temperature(self, cfg: Any, metrics: Mapping[str, float]) -> float:
         """The temperature learned by the end of the run; the initial one if the run recorded none."""

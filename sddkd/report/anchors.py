@@ -135,6 +135,7 @@ _PAPER_SCALES_EXCEPTIONS: dict[tuple[str, str, str, str], Scales] = {
     ("cifar100", "sdd_kd", "resnet32x4", "resnet8x4"): (1, 2),
 }
 
+
 def _columns(method: str) -> tuple[str, str | None] | None:
     """The published columns of a method, from the registry's labels: (column at M=(1), column at the paper's M or
     None). `sdd_X` is X at M=(1) and SD-X at the paper's M; `sdd_X_lskd` was published by nobody beyond M=(1);

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sddkd.errors import UserError
-from sddkd.report.anchors import Anchor, lookup
 from sddkd.methods import report_order, report_rank
+from sddkd.report.anchors import Anchor, lookup
 from sddkd.runs import pid_alive
 from sddkd.scales import Scales, parse_scales
 

@@ -305,7 +305,8 @@ def test_plots_draw_the_learned_temperature_of_ctkd_runs(runs_dir: Path, tmp_pat
         lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         with (run_dir / "metrics.jsonl").open("w") as metrics:
             for line in lines:
-                metrics.write(json.dumps({**line, "method_metrics": {"temperature": 2.0 + line["epoch"] + seed}}) + "\n")
+                learned = {"temperature": 2.0 + line["epoch"] + seed}
+                metrics.write(json.dumps({**line, "method_metrics": learned}) + "\n")
     result = CliRunner().invoke(app, ["report", str(runs_dir), "--out", str(tmp_path / "out"), "--plots"])
     assert result.exit_code == 0, result.output
     png = tmp_path / "out" / "plots" / "cifar100-resnet32x4_resnet8x4-temperature.png"
