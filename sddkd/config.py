@@ -4,7 +4,7 @@ No torch import here: the CLI, suite expansion and config validation must start 
 
 A run is (data, student, optional teacher, method, optimisation schedule, seed) plus engine settings that change
 how it runs but not what it computes (device, AMP, compile, progress). The method is a discriminated union on its
-`name`, so a DKD knob cannot appear in a KD recipe.
+`name`, built from the method registry (`sddkd.methods`), so a DKD knob cannot appear in a KD recipe.
 """
 
 from __future__ import annotations
@@ -15,25 +15,17 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from sddkd.errors import UserError
 from sddkd.locations import default_data_root
-from sddkd.scales import Scales, format_scales, parse_scales
+from sddkd.methods import DistillConfig, StrictModel, config_class_by_name, config_classes, method_names
+from sddkd.scales import Scales, parse_scales
 
 DatasetName = Literal["cifar100", "cub200", "imagenet", "synthetic"]
-METHOD_NAMES = (
-    "vanilla", "kd", "kd_lskd", "sdd_kd", "sdd_kd_lskd", "dkd", "dkd_lskd", "sdd_dkd", "sdd_dkd_lskd",
-)  # fmt: skip
-
-
-class StrictModel(BaseModel):
-    """Every config section refuses unknown keys, so a typo is an error that names the key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SyntheticConfig(StrictModel):
@@ -83,62 +75,22 @@ class TeacherConfig(StrictModel):
         return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
 
 
-def _scales_field(value: Any) -> Scales:
-    return parse_scales(value)
+# The method configs come from the registry (`sddkd.methods`): one class per base method, its `name` one of the
+# base method's variants, so a DKD knob cannot appear in a KD recipe.
+METHOD_NAMES = method_names()
+if TYPE_CHECKING:  # the static view: a method config is vanilla's or a distillation one (narrow with isinstance)
+    from sddkd.methods.ctkd import CTKDConfig as CTKDMethod
+    from sddkd.methods.dkd import DKDConfig as DKDMethod
+    from sddkd.methods.kd import KDConfig as KDMethod
+    from sddkd.methods.nkd import NKDConfig as NKDMethod
+    from sddkd.methods.vanilla import VanillaConfig as VanillaMethod
 
-
-class VanillaMethod(StrictModel):
-    """Plain cross-entropy training: teachers and student baselines."""
-
-    name: Literal["vanilla"]
-    ce_weight: float = Field(1.0, gt=0)
-
-
-class _DistillBase(StrictModel):
-    temperature: float = Field(gt=0)
-    ce_weight: float = Field(ge=0)
-    kd_weight: float = Field(1.0, ge=0)
-    warmup: int = Field(0, ge=0)  # epochs of linear ramp of the distillation weight; 0 = none
-    complementary_weight: float = Field(2.0, gt=0)  # SDD's beta_c for complementary region rows
-    scales: Scales = (1,)  # SDD's M
-
-    _validate_scales = field_validator("scales", mode="before")(_scales_field)
-
-    @property
-    def standardize(self) -> bool:
-        """LSKD: z-score the logits before the temperature softmax."""
-        return self.name.endswith("_lskd")  # type: ignore[attr-defined]
-
-    @property
-    def multi_scale(self) -> bool:
-        return self.name.startswith("sdd_")  # type: ignore[attr-defined]
-
-    @model_validator(mode="after")
-    def _single_scale_methods_use_global_logits(self) -> _DistillBase:
-        if not self.multi_scale and self.scales != (1,):
-            name = self.name  # type: ignore[attr-defined]
-            raise ValueError(
-                f"method {name} distils the global logits only, so M must be 1 "
-                f"(got {format_scales(self.scales)}); use sdd_{name} for multi-scale distillation"
-            )
-        return self
-
-
-class KDMethod(_DistillBase):
-    """KD (Hinton), its logit-standardized variant (LSKD) and their scale-decoupled versions (SDD)."""
-
-    name: Literal["kd", "kd_lskd", "sdd_kd", "sdd_kd_lskd"]
-
-
-class DKDMethod(_DistillBase):
-    """Decoupled KD (Zhao et al.): alpha weighs TCKD, beta weighs NCKD."""
-
-    name: Literal["dkd", "dkd_lskd", "sdd_dkd", "sdd_dkd_lskd"]
-    alpha: float = Field(ge=0)
-    beta: float = Field(ge=0)
-
-
-MethodConfig = Annotated[VanillaMethod | KDMethod | DKDMethod, Field(discriminator="name")]
+    MethodConfig: TypeAlias = VanillaMethod | DistillConfig
+else:
+    _CLASSES = config_classes()
+    VanillaMethod, KDMethod, DKDMethod = _CLASSES["vanilla"], _CLASSES["kd"], _CLASSES["dkd"]
+    NKDMethod, CTKDMethod = _CLASSES["nkd"], _CLASSES["ctkd"]
+    MethodConfig = Annotated[Union[tuple(_CLASSES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
 class OptimConfig(StrictModel):
@@ -216,7 +168,7 @@ class RunConfig(StrictModel):
 
     @property
     def scales(self) -> Scales:
-        return self.method.scales if isinstance(self.method, KDMethod | DKDMethod) else (1,)
+        return self.method.scales if isinstance(self.method, DistillConfig) else (1,)
 
 
 # What a run's identity leaves out: how and where it runs, and what it is called.
@@ -431,8 +383,4 @@ def _allowed_keys(loc: list[str]) -> list[str]:
     return sorted(model.model_fields)
 
 
-_METHOD_CLASSES: dict[str, type[BaseModel]] = {
-    **{n: KDMethod for n in ("kd", "kd_lskd", "sdd_kd", "sdd_kd_lskd")},
-    **{n: DKDMethod for n in ("dkd", "dkd_lskd", "sdd_dkd", "sdd_dkd_lskd")},
-    "vanilla": VanillaMethod,
-}
+_METHOD_CLASSES: dict[str, type[BaseModel]] = config_class_by_name()

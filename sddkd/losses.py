@@ -1,4 +1,5 @@
-"""Distillation losses of METHOD.md as pure tensor functions: KD, DKD, their SDD variants, LSKD z-scoring.
+"""Distillation losses of METHOD.md as pure tensor functions: KD, DKD, NKD, their SDD variants, LSKD z-scoring,
+CTKD's learnable temperature.
 
 Conventions shared by every function here:
 - Plain logits are ``[B, K]``; region logits are ``[B, K, N]`` with region 0 the global 1x1 cell. The
@@ -29,9 +30,15 @@ __all__ = [
     "dkd_loss",
     "sdd_kd_loss",
     "sdd_dkd_loss",
+<<<<<<< HEAD
     "mlkd_loss",
     "sdd_mlkd_loss",
     "median_fraction",
+=======
+    "nkd_loss",
+    "sdd_nkd_loss",
+    "learnable_temperature",
+>>>>>>> issue-20
     "complementary_mask",
     "sdd_region_weights",
 ]
@@ -76,7 +83,7 @@ def _check_target(target: Tensor, batch_size: int, what: str) -> None:
         raise ValueError(f"{what} expect integer class indices as target, got dtype {target.dtype}.")
 
 
-def _check_temperature(temperature: float) -> None:
+def _check_temperature(temperature: float | Tensor) -> None:
     # Only Python numbers are checked: comparing a tensor would force a host sync.
     if isinstance(temperature, (int, float)) and temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}.")
@@ -114,7 +121,7 @@ def _prepare(student: Tensor, teacher: Tensor, standardize_logits: bool) -> tupl
     return student, teacher
 
 
-def _kd_rows(student: Tensor, teacher: Tensor, temperature: float, standardize_logits: bool) -> Tensor:
+def _kd_rows(student: Tensor, teacher: Tensor, temperature: float | Tensor, standardize_logits: bool) -> Tensor:
     """T^2 * KL(softmax(t/T) || softmax(s/T)) per row: [B, K, *] -> [B, *]."""
     student, teacher = _prepare(student, teacher, standardize_logits)
     log_p = torch.log_softmax(student / temperature, dim=1)
@@ -158,6 +165,37 @@ def _dkd_rows(
     return (alpha * tckd + beta * nckd) * temperature**2
 
 
+def _nkd_rows(
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor,
+    temperature: float,
+    gamma: float,
+    non_target_only: bool,
+    standardize_logits: bool,
+) -> Tensor:
+    """NKD (Yang et al. 2023) per row: -q_y log p_y - gamma T^2 sum_k q^_k log p^_k: [B, K, *] -> [B, *].
+
+    The first term is at temperature 1 with the teacher detached. `non_target_only` takes the second softmax over
+    the non-target classes (upstream NKD); False keeps every class, as the SDD repository's code computes it.
+    """
+    student, teacher = _prepare(student, teacher, standardize_logits)
+    teacher = teacher.detach()
+    onehot = _target_onehot(target, student)
+    log_p = torch.log_softmax(student, dim=1)
+    q = torch.softmax(teacher, dim=1)
+    target_term = -(torch.where(onehot, q * log_p, 0.0)).sum(dim=1)
+    scaled_s, scaled_t = student / temperature, teacher / temperature
+    if non_target_only:  # -inf drops the target from both softmaxes; its q^ is then exactly 0
+        scaled_s = scaled_s.masked_fill(onehot, float("-inf"))
+        scaled_t = scaled_t.masked_fill(onehot, float("-inf"))
+    log_p_hat = torch.log_softmax(scaled_s, dim=1)
+    log_q_hat = torch.log_softmax(scaled_t, dim=1)
+    # where q^ is 0 (the masked target) the product is 0, not 0 * -inf
+    cross = torch.where(onehot, 0.0, log_q_hat.exp() * log_p_hat) if non_target_only else log_q_hat.exp() * log_p_hat
+    return target_term - gamma * temperature**2 * cross.sum(dim=1)
+
+
 # ----------------------------------------------------------------------------------------------------
 # SDD row weighting
 
@@ -188,9 +226,12 @@ def sdd_region_weights(region_teacher: Tensor, target: Tensor, complementary_wei
 # Public losses
 
 
-def kd_loss(logits_student: Tensor, logits_teacher: Tensor, temperature: float, standardize: bool = False) -> Tensor:
+def kd_loss(
+    logits_student: Tensor, logits_teacher: Tensor, temperature: float | Tensor, standardize: bool = False
+) -> Tensor:
     """Hinton KD: mean over the batch of T^2 * KL(q || p); with ``standardize`` both logits are z-scored first
-    (LSKD). Logits [B, K] -> scalar."""
+    (LSKD). Logits [B, K] -> scalar. ``temperature`` may be a tensor (CTKD's learned T, one element): gradients
+    then reach it through T, and it is not checked for positivity (that would wait for the device)."""
     _check_logits(logits_student, logits_teacher, 2, "kd_loss")
     _check_temperature(temperature)
     return _kd_rows(logits_student, logits_teacher, temperature, standardize).mean()
@@ -221,7 +262,7 @@ def sdd_kd_loss(
     region_student: Tensor,
     region_teacher: Tensor,
     target: Tensor,
-    temperature: float,
+    temperature: float | Tensor,
     complementary_weight: float = 2.0,
     standardize: bool = False,
 ) -> Tensor:
@@ -252,6 +293,7 @@ def sdd_dkd_loss(
     return _sdd_reduce(rows, sdd_region_weights(region_teacher, target, complementary_weight))
 
 
+<<<<<<< HEAD
 # ----------------------------------------------------------------------------------------------------
 # MLKD (multi-level logit distillation, as the LSKD repository's MLKD.py computes it)
 
@@ -381,3 +423,51 @@ def sdd_mlkd_loss(
 
     student_weak, teacher_weak = views["weak"]
     return _mlkd_terms(kd_at, student_weak[..., 0], teacher_weak[..., 0], temperature)
+=======
+def nkd_loss(
+    logits_student: Tensor,
+    logits_teacher: Tensor,
+    target: Tensor,
+    temperature: float,
+    gamma: float,
+    non_target_only: bool = True,
+    standardize: bool = False,
+) -> Tensor:
+    """Normalized KD: mean over the batch of the NKD row loss (see ``_nkd_rows``). Logits [B, K] -> scalar.
+
+    ``non_target_only=False`` is what the SDD repository computes (its mask keeps every class)."""
+    _check_logits(logits_student, logits_teacher, 2, "nkd_loss")
+    _check_target(target, logits_student.shape[0], "nkd_loss")
+    _check_temperature(temperature)
+    return _nkd_rows(logits_student, logits_teacher, target, temperature, gamma, non_target_only, standardize).mean()
+
+
+def sdd_nkd_loss(
+    region_student: Tensor,
+    region_teacher: Tensor,
+    target: Tensor,
+    temperature: float,
+    gamma: float,
+    complementary_weight: float = 2.0,
+    non_target_only: bool = True,
+    standardize: bool = False,
+) -> Tensor:
+    """SDD over NKD rows: region logits [B, K, N] -> scalar. With N = 1 this equals ``nkd_loss``."""
+    _check_logits(region_student, region_teacher, 3, "sdd_nkd_loss")
+    _check_target(target, region_student.shape[0], "sdd_nkd_loss")
+    _check_temperature(temperature)
+    rows = _nkd_rows(region_student, region_teacher, target, temperature, gamma, non_target_only, standardize)
+    return _sdd_reduce(rows, sdd_region_weights(region_teacher, target, complementary_weight))
+
+
+def learnable_temperature(
+    theta: Tensor, reversal: float | Tensor, t_start: float = 1.0, t_range: float = 20.0
+) -> Tensor:
+    """CTKD's global temperature T = t_start + t_range * sigmoid(theta), with theta passed through a gradient
+    reversal: the forward value is theta, the backward multiplies dL/dtheta by ``reversal`` (negative: theta
+    ascends the loss). Written without a custom autograd function, so it traces into a compiled step; ``reversal``
+    may be a tensor (a per-epoch input of a compiled step), never read on the host."""
+    frozen = theta.detach()
+    reversed_theta = frozen + reversal * (theta - frozen)  # value: exactly theta; gradient: reversal
+    return t_start + t_range * torch.sigmoid(reversed_theta)
+>>>>>>> issue-20

@@ -12,8 +12,11 @@ from sddkd.losses import (
     complementary_mask,
     dkd_loss,
     kd_loss,
+    learnable_temperature,
+    nkd_loss,
     sdd_dkd_loss,
     sdd_kd_loss,
+    sdd_nkd_loss,
     sdd_region_weights,
     standardize,
 )
@@ -328,3 +331,71 @@ def test_sdd_losses_capture_in_a_cuda_graph():
     torch.cuda.synchronize()
     torch.testing.assert_close(kd, sdd_kd_loss(student, teacher, target, 4.0, standardize=True))
     torch.testing.assert_close(dkd, sdd_dkd_loss(student, teacher, target, ALPHA, BETA, 4.0, standardize=True))
+
+
+# ----------------------------------------------------------------------------------------------------
+# NKD, SD-NKD and CTKD's learnable temperature against the official code (float64)
+
+METHODS_GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "methods_golden.json").read_text())["cases"]
+
+
+def _f64(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("case", METHODS_GOLDEN["nkd"], ids=lambda c: f"K{c['K']}-T{c['temperature']:g}")
+def test_nkd_matches_upstream_and_sdd_code(case):
+    student, teacher, target = _f64(case["logits_student"]), _f64(case["logits_teacher"]), torch.tensor(case["target"])
+    upstream = nkd_loss(student, teacher, target, case["temperature"], case["gamma"])
+    sdd_code = nkd_loss(student, teacher, target, case["temperature"], case["gamma"], non_target_only=False)
+    assert upstream.item() == pytest.approx(case["nkd_non_target_only"], rel=1e-9, abs=1e-12)
+    assert sdd_code.item() == pytest.approx(case["nkd_all_classes_sdd_code"], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("case", METHODS_GOLDEN["sdd_nkd"], ids=lambda c: f"N{c['N']}-K{c['K']}")
+def test_sdd_nkd_matches_sdd_code(case):
+    student, teacher = _f64(case["region_logits_student"]), _f64(case["region_logits_teacher"])
+    target = torch.tensor(case["target"])
+    got = sdd_nkd_loss(student, teacher, target, case["temperature"], case["gamma"],
+                       complementary_weight=case["complementary_weight"], non_target_only=False)  # fmt: skip
+    assert got.item() == pytest.approx(case["sdd_nkd_all_classes_sdd_code"], rel=1e-9, abs=1e-12)
+
+
+def test_sdd_nkd_on_one_region_is_nkd():
+    student, teacher, target = _region_inputs(5, 7, 1)
+    for non_target_only in (True, False):
+        args = (target, 4.0, 1.5)
+        whole = nkd_loss(student[..., 0], teacher[..., 0], *args, non_target_only=non_target_only, standardize=True)
+        regions = sdd_nkd_loss(student, teacher, *args, non_target_only=non_target_only, standardize=True)
+        torch.testing.assert_close(regions, whole, rtol=1e-12, atol=0)
+
+
+def test_nkd_gradient_is_finite_and_ignores_the_teacher():
+    student, teacher, target = _region_inputs(4, 6, 1, seed=3)
+    student, teacher = student[..., 0].requires_grad_(), teacher[..., 0].requires_grad_()
+    nkd_loss(student, teacher, target, 2.0, 1.5).backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all() and teacher.grad is None
+
+
+@pytest.mark.parametrize("case", METHODS_GOLDEN["ctkd"], ids=lambda c: f"theta{c['theta']:g}-rev{c['reversal']:g}")
+def test_ctkd_temperature_value_and_gradients_match_official(case):
+    student = _f64(case["logits_student"]).requires_grad_()
+    theta = torch.tensor(case["theta"], dtype=torch.float64, requires_grad=True)
+    temperature = learnable_temperature(theta, case["reversal"], case["t_start"], case["t_range"])
+    loss = kd_loss(student, _f64(case["logits_teacher"]), temperature, standardize=case["standardize"])
+    loss.backward()
+    assert temperature.item() == pytest.approx(case["temperature"], rel=1e-12)
+    assert loss.item() == pytest.approx(case["kd_loss"], rel=1e-9)
+    assert theta.grad is not None and student.grad is not None
+    assert theta.grad.item() == pytest.approx(case["grad_theta"], rel=1e-9, abs=1e-15)
+    torch.testing.assert_close(student.grad, _f64(case["grad_logits_student"]), rtol=1e-9, atol=1e-15)
+
+
+def test_reversal_as_a_tensor_scales_the_gradient_only():
+    theta = torch.tensor(0.5, requires_grad=True)
+    plain = learnable_temperature(theta, 1.0)
+    (grad_plain,) = torch.autograd.grad(plain, theta)
+    reversed_t = learnable_temperature(theta, torch.tensor(-0.25))
+    (grad_reversed,) = torch.autograd.grad(reversed_t, theta)
+    assert reversed_t.item() == plain.item()
+    torch.testing.assert_close(grad_reversed, -0.25 * grad_plain)

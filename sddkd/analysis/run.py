@@ -7,15 +7,17 @@ the output folder, matplotlib and (for t-SNE) scikit-learn.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sddkd.analysis.embed import EmbeddingMethod, resolve_method
-from sddkd.config import DataConfig, DKDMethod, EngineConfig, KDMethod, RunConfig
+from sddkd.config import DataConfig, EngineConfig, RunConfig
 from sddkd.errors import UserError
 from sddkd.files import read_json, write_json_atomic
+from sddkd.methods import method_of
 from sddkd.report.analysis_files import ANALYSIS_DIR, ANALYSIS_JSON, analysis_dir
 from sddkd.scales import Scales, parse_scales
 
@@ -141,8 +143,25 @@ def default_out(student: Checkpoint) -> Path:
     return student.path.with_name(f"{student.path.stem}-{ANALYSIS_DIR}")
 
 
-def run_temperature(cfg: RunConfig) -> float:
-    return cfg.method.temperature if isinstance(cfg.method, KDMethod | DKDMethod) else 1.0
+def run_temperature(cfg: RunConfig, run_dir: Path | None = None) -> float:
+    """The temperature the run's method distils at, as its registry entry says (1 for vanilla); a learned one
+    (CTKD) is read from the last epoch of the run's metrics.jsonl when the run directory is known."""
+    return method_of(cfg.method.name).analysis_temperature(cfg.method, _last_method_metrics(run_dir))
+
+
+def _last_method_metrics(run_dir: Path | None) -> dict[str, float]:
+    path = None if run_dir is None else run_dir / "metrics.jsonl"
+    if path is None or not path.is_file():
+        return {}
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn last line of an interrupted run
+        if isinstance(row, dict) and isinstance(row.get("method_metrics"), dict):
+            found = row["method_metrics"]
+    return found
 
 
 def analyze(
@@ -174,7 +193,7 @@ def analyze(
     out_dir = out or default_out(student)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; pass a folder")
-    temperature = temperature if temperature is not None else run_temperature(student.config)
+    temperature = temperature if temperature is not None else run_temperature(student.config, student.run_dir)
     return _analyze(student, teacher_path, arch, expected_sha, base, out_dir, region_scales, temperature,
                     method, data_root, device, batch_size, max_points)  # fmt: skip
 

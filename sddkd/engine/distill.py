@@ -1,6 +1,7 @@
 """A distillation step: (student, teacher, batch, epoch) -> named loss terms.
 
-Models know nothing of KD and losses know nothing of configs; this module joins them for one method. Every method
+Models know nothing of KD and losses know nothing of configs; this module joins them for the run's method, which
+it looks up in the method registry (`sddkd.methods`). Every method
 goes through the same path: the student and the teacher produce region logits `[B, K, N]` (N = 1 for plain KD, DKD
 and vanilla, where region 0 is simply the global logits), and the method picks the loss. `kd_lskd` is therefore
 literally `sdd_kd_lskd` at M = (1,).
@@ -8,16 +9,18 @@ literally `sdd_kd_lskd` at M = (1,).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sddkd.config import DKDMethod, KDMethod, VanillaMethod
-from sddkd.losses import sdd_dkd_loss, sdd_kd_loss
+from sddkd.errors import UserError
+from sddkd.methods import distill_weight, method_of
 from sddkd.models import ImageClassifier, region_logits
 from sddkd.scales import Scales
+
+__all__ = ["LossFn", "RegionModel", "distill_weight", "make_loss_fn", "teacher_regions"]
 
 
 class RegionModel(nn.Module):
@@ -29,71 +32,92 @@ class RegionModel(nn.Module):
 
     backbone: ImageClassifier
 
-    def __init__(self, backbone: ImageClassifier, scales: Scales):
+    def __init__(self, backbone: ImageClassifier, scales: Scales, method_parameters: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.scales = scales
+        # The method's own trainable parameters (CTKD's temperature): registered here so that DDP, which wraps this
+        # module, averages their gradients like the backbone's. The forward does not use them; the loss does.
+        if method_parameters is not None:
+            self.method_parameters = method_parameters
 
     def forward(self, images: Tensor) -> Tensor:
         return region_logits(self.backbone, self.backbone.forward_features(images), self.scales)
 
 
-Method = VanillaMethod | KDMethod | DKDMethod
-
-
-def distill_weight(warmup_epochs: int, epoch: int) -> float:
-    """w(e) = min(e / warmup, 1) for the 1-based epoch e; 1 without warm-up (METHOD.md)."""
-    return min(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
-
-
 class LossFn:
-    """`loss_fn(student_regions, teacher_regions, labels, epoch) -> {"ce": ..., "kd"|"dkd": ...}`, weighted.
+    """`loss_fn(student_regions, teacher_regions, labels, epoch) -> {"ce": ..., "kd"|"dkd"|...: ...}`, weighted.
 
     Inputs are region logits `[B, K, N]` (any dtype; the losses compute in float32) and labels `[B]`. The terms are
     already weighted, so the engine's objective is their plain sum. The call is `weights(epoch)` times `terms(...)`:
-    the engine's fast path passes the per-epoch weights as a tensor, so a compiled step never depends on the epoch.
+    the engine's fast path passes the per-epoch weights (and the method's per-epoch inputs, e.g. CTKD's gradient
+    reversal) as one tensor, so a compiled step never depends on the epoch.
+
+    `parameters`: the method's own trainable parameters (CTKD's temperature) or None. The engine puts them inside
+    the student's module (so DDP averages their gradients), in the optimizer and in the checkpoint.
     """
 
-    def __init__(self, method: Method):
+    def __init__(self, method: Any):
         self.method = method
-        self.names: tuple[str, ...] = ("ce",) if isinstance(method, VanillaMethod) else (
-            "ce", "dkd" if isinstance(method, DKDMethod) else "kd",
-        )  # fmt: skip
+        self.impl = method_of(method.name)
+        if self.impl.views != ("weak",):
+            raise UserError(
+                f"method {method.name} needs the views {', '.join(self.impl.views)} of every image; this engine "
+                "serves the weak view only"
+            )
+        self.names: tuple[str, ...] = ("ce", *self.impl.terms)
+        self.input_names: tuple[str, ...] = tuple(self.impl.epoch_inputs(method, 1)) if self.impl.distills else ()
+        self.parameters: nn.Module | None = self.impl.make_parameters(method)
 
     def weights(self, epoch: int) -> dict[str, float]:
         """The multiplier of each term in the 1-based `epoch` (the distillation term ramps up over the warm-up)."""
-        method = self.method
-        if isinstance(method, VanillaMethod):
-            return {"ce": method.ce_weight}
-        return {"ce": method.ce_weight, self.names[1]: distill_weight(method.warmup, epoch) * method.kd_weight}
+        if not self.impl.distills:
+            return {"ce": self.method.ce_weight}
+        return {"ce": self.method.ce_weight, **self.impl.epoch_weights(self.method, epoch)}
 
-    def terms(self, student: Tensor, teacher: Tensor | None, labels: Tensor) -> dict[str, Tensor]:
-        """The unweighted terms, in the order of `names`: float32 scalars."""
-        method = self.method
+    def inputs(self, epoch: int) -> dict[str, float]:
+        """The method's per-epoch inputs besides the weights, in the order of `input_names`."""
+        return self.impl.epoch_inputs(self.method, epoch) if self.impl.distills else {}
+
+    def epoch_vector(self, epoch: int) -> list[float]:
+        """`weights` in the order of `names`, then `inputs` in the order of `input_names`: the step's per-epoch
+        tensor."""
+        weights, inputs = self.weights(epoch), self.inputs(epoch)
+        return [weights[n] for n in self.names] + [inputs[n] for n in self.input_names]
+
+    def terms(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor, inputs: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """The unweighted terms, in the order of `names`: float32 scalars. `inputs`: the `input_names` values as a
+        tensor (from `epoch_vector`); required when the method has any."""
         ce = F.cross_entropy(student[:, :, 0].float(), labels)
-        if isinstance(method, VanillaMethod):
+        if not self.impl.distills:
             return {"ce": ce}
         assert teacher is not None, "distillation needs teacher region logits"
-        if isinstance(method, DKDMethod):
-            dkd = sdd_dkd_loss(
-                student, teacher, labels, method.alpha, method.beta, method.temperature,
-                complementary_weight=method.complementary_weight, standardize=method.standardize,
-            )  # fmt: skip
-            return {"ce": ce, "dkd": dkd}
-        kd = sdd_kd_loss(
-            student, teacher, labels, method.temperature,
-            complementary_weight=method.complementary_weight, standardize=method.standardize,
-        )  # fmt: skip
-        return {"ce": ce, "kd": kd}
+        named: dict[str, Tensor] = {}
+        if self.input_names:
+            assert inputs is not None, f"{self.method.name} needs its per-epoch inputs {self.input_names}"
+            named = {name: inputs[i] for i, name in enumerate(self.input_names)}
+        distilled = self.impl.loss_terms(self.method, student, teacher, labels, self.parameters, named)
+        return {"ce": ce, **{name: distilled[name] for name in self.impl.terms}}
 
     def __call__(self, student: Tensor, teacher: Tensor | None, labels: Tensor, epoch: int) -> dict[str, Tensor]:
         weights = self.weights(epoch)
-        return {name: weights[name] * value for name, value in self.terms(student, teacher, labels).items()}
+        inputs = torch.tensor([self.inputs(epoch)[n] for n in self.input_names], device=student.device)
+        terms = self.terms(student, teacher, labels, inputs)
+        return {name: weights[name] * value for name, value in terms.items()}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The method's numbers for this epoch's metrics row (e.g. CTKD's temperature): read once per epoch."""
+        return self.impl.epoch_metrics(self.method, self.parameters) if self.impl.distills else {}
 
 
-def make_loss_fn(method: Method) -> LossFn:
-    """The loss of `method`: see `LossFn`."""
-    return LossFn(method)
+def make_loss_fn(method: Any, device: torch.device | str | None = None) -> LossFn:
+    """The loss of `method` (see `LossFn`), its own parameters (if any) on `device`."""
+    loss_fn = LossFn(method)
+    if loss_fn.parameters is not None and device is not None:
+        loss_fn.parameters.to(device)
+    return loss_fn
 
 
 def teacher_regions(teacher: nn.Module, images: Tensor, scales: Scales) -> Tensor:

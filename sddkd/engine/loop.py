@@ -21,7 +21,7 @@ from torch import nn
 
 from sddkd.config import OptimConfig, RunConfig, config_hash
 from sddkd.engine.checkpoint import set_rng_state
-from sddkd.engine.distill import RegionModel, make_loss_fn
+from sddkd.engine.distill import LossFn, RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
 from sddkd.engine.faults import fault_point
@@ -172,12 +172,14 @@ def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Mo
 
 def make_train_step(
     cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
-    placement: Placement, dist: DistContext, console: Console | None = None,
+    placement: Placement, dist: DistContext, console: Console | None = None, loss_fn: LossFn | None = None,
 ) -> TrainStep:  # fmt: skip
-    """The run's optimizer step (compiled per `engine.compile`); built once, reused by every epoch."""
+    """The run's optimizer step (compiled per `engine.compile`); built once, reused by every epoch. `loss_fn`: the
+    method's loss, when its parameters already joined the student and the optimizer."""
     warn = {} if console is None else {"warn": lambda text: dist.print(console, f"[yellow]warning:[/] {escape(text)}")}
     return TrainStep(
-        student, teacher, make_loss_fn(cfg.method), optimizer, placement, scales=cfg.scales,
+        student, teacher, loss_fn or make_loss_fn(cfg.method, placement.device), optimizer, placement,
+        scales=cfg.scales,
         batch_size=cfg.optim.batch_size // dist.world_size, nonfinite=cfg.engine.nonfinite,
         grad_clip=cfg.optim.grad_clip, compile=resolve_compile(cfg.engine.compile, placement.device), dist=dist,
         **warn,
@@ -262,13 +264,15 @@ def _train_owned(
 
                 refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
                 train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console)
-            student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
-            optimizer = make_optimizer(backbone, cfg.optim, placement.device)
-            step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console)
+            loss_fn = make_loss_fn(cfg.method, placement.device)
+            own = loss_fn.parameters  # the method's trainable parameters (CTKD's temperature), or None
+            student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales, own))
+            optimizer = make_optimizer(backbone, cfg.optim, placement.device, own)
+            step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console, loss_fn)
 
             partial: PartialEpoch | None = None
             if checkpoint is not None:
-                restore_training_state(checkpoint, backbone, optimizer)
+                restore_training_state(checkpoint, backbone, optimizer, own)
                 start_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
                 if checkpoint.get("partial") is not None:
                     partial = PartialEpoch.from_state(checkpoint["partial"], placement.device)
@@ -316,7 +320,7 @@ def _train_owned(
                     record["execution"].update(step.execution())  # eager from here on if compiling failed
                     if isinstance(stats, PartialEpoch):
                         if dist.is_main:
-                            save_partial(cfg, paths, backbone, optimizer, global_step, record, rows, stats)
+                            save_partial(cfg, paths, backbone, optimizer, global_step, record, rows, stats, own)
                         record.update(status="interrupted", error=f"stopped by {stop.name} in epoch {epoch}")
                         break
                     global_step += stats.steps
@@ -327,7 +331,8 @@ def _train_owned(
                         if complete or epoch % cfg.engine.eval_every == 0
                         else None
                     )
-                    row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started)
+                    row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started,
+                                        loss_fn.epoch_metrics())  # fmt: skip
                     rows.append(row)
                     if advance is not None:
                         advance.end_epoch(sum(stats.losses.values()), row["images_per_s"])
@@ -335,7 +340,7 @@ def _train_owned(
                         tracker.log_epoch(row)
                     if dist.is_main:
                         improved = test is not None and record["best_epoch"] == epoch
-                        save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, rows, improved)
+                        save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, rows, improved, own)
                     if complete or epoch == stop_after_epoch:
                         break
             if complete:
@@ -381,13 +386,17 @@ def _measure_teacher(
 def _record_epoch(
     record: dict[str, Any], paths: RunPaths, cfg: RunConfig, dist: DistContext, console: Console,
     epoch: int, lr: float, stats: EpochStats, test: dict[str, Any] | None, started: float,
+    method_metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Fold one epoch into the run record and the metrics log, print its one-line summary, return its row."""
+    """Fold one epoch into the run record and the metrics log, print its one-line summary, return its row.
+    `method_metrics`: the method's numbers at the epoch's end (CTKD: its learned `temperature`)."""
     row: dict[str, Any] = {
         "epoch": epoch, "lr": lr, "losses": stats.losses, "train_top1": stats.train_top1,
         "images_per_s": stats.samples / max(stats.seconds, 1e-9), "seconds": stats.seconds,
         "nonfinite_steps": stats.nonfinite_steps, "steps": stats.steps,
     }  # fmt: skip
+    if method_metrics:
+        row["method_metrics"] = dict(method_metrics)
     if test is not None:
         row.update(test_top1=test["top1"], test_top5=test["top5"])
         record.update(last_top1=test["top1"], last_top5=test["top5"])
@@ -398,6 +407,7 @@ def _record_epoch(
         append_metrics(paths, row)
         fault_point("after-metrics")
     losses = " ".join(f"{k} {v:.4f}" for k, v in stats.losses.items())
+    losses += "".join(f" {k} {v:.4g}" for k, v in (method_metrics or {}).items())
     tested = f" test {test['top1']:.2f}/{test['top5']:.2f}" if test else ""
     skipped = f" [yellow]{stats.nonfinite_steps} non-finite steps skipped[/]" if stats.nonfinite_steps else ""
     dist.print(

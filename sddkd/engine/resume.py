@@ -86,9 +86,15 @@ def record_from_checkpoint(cfg: RunConfig, paths: RunPaths, checkpoint: dict[str
     return record
 
 
-def restore_training_state(checkpoint: dict[str, Any], backbone: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Weights and optimizer state onto the devices of the live objects; RNG states from the CPU ByteTensors."""
+def restore_training_state(
+    checkpoint: dict[str, Any], backbone: nn.Module, optimizer: torch.optim.Optimizer,
+    method_parameters: nn.Module | None = None,
+) -> None:  # fmt: skip
+    """Weights and optimizer state onto the devices of the live objects; RNG states from the CPU ByteTensors.
+    `method_parameters`: the method's own trained parameters (CTKD's temperature), saved beside the model."""
     backbone.load_state_dict(checkpoint["model"])  # copies into the parameters, wherever they live
+    if method_parameters is not None:
+        method_parameters.load_state_dict(checkpoint["method_parameters"])
     optimizer.load_state_dict(checkpoint["optimizer"])  # moves the momentum buffers to their parameters' device
     set_rng_state(checkpoint["rng"])
 
@@ -140,15 +146,19 @@ def save_final_record(paths: RunPaths, record: dict[str, Any], failure: BaseExce
 
 def training_state(
     cfg: RunConfig, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, global_step: int,
-    record: dict[str, Any], rows: list[dict[str, Any]],
+    record: dict[str, Any], rows: list[dict[str, Any]], method_parameters: nn.Module | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Everything a resume needs; `metrics` are the epoch rows, from which metrics.jsonl is rebuilt."""
-    return {
+    """Everything a resume needs; `metrics` are the epoch rows, from which metrics.jsonl is rebuilt. The method's
+    own parameters (if any) go under `method_parameters`; `model` stays the backbone in the published layout."""
+    state = {
         "model": backbone.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
         "global_step": global_step, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
         "config_hash": config_hash(cfg), "accuracy": record["best_top1"], "record": dict(record),
         "metrics": list(rows), "partial": None,
     }  # fmt: skip
+    if method_parameters is not None:
+        state["method_parameters"] = method_parameters.state_dict()
+    return state
 
 
 def save_last(paths: RunPaths, state: dict[str, Any]) -> None:
@@ -159,10 +169,11 @@ def save_last(paths: RunPaths, state: dict[str, Any]) -> None:
 def save_epoch(
     cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
     global_step: int, record: dict[str, Any], rows: list[dict[str, Any]], improved: bool,
+    method_parameters: nn.Module | None = None,
 ) -> None:  # fmt: skip
     """Atomically write `last.pt`, then `best.pt` when the epoch improved (a crash between the two is repaired on
     resume from `last.pt`, whose weights are that epoch's), then the record."""
-    state = training_state(cfg, backbone, optimizer, epoch, global_step, record, rows)
+    state = training_state(cfg, backbone, optimizer, epoch, global_step, record, rows, method_parameters)
     save_last(paths, state)
     if improved:
         save_checkpoint(paths.best, best_state(state))
@@ -172,8 +183,9 @@ def save_epoch(
 def save_partial(
     cfg: RunConfig, paths: RunPaths, backbone: nn.Module, optimizer: torch.optim.Optimizer, global_step: int,
     record: dict[str, Any], rows: list[dict[str, Any]], partial: PartialEpoch,
+    method_parameters: nn.Module | None = None,
 ) -> None:  # fmt: skip
     """A mid-epoch `last.pt`: the epochs done, plus where this epoch stopped and its running totals."""
-    state = training_state(cfg, backbone, optimizer, partial.epoch - 1, global_step, record, rows)
+    state = training_state(cfg, backbone, optimizer, partial.epoch - 1, global_step, record, rows, method_parameters)
     state["partial"] = partial.to_state()
     save_last(paths, state)

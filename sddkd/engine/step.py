@@ -62,7 +62,8 @@ class TrainStep:
     """`step(images, labels, weights[, cached_teacher]) -> (terms [T], finite [], correct [])`, all on the device.
 
     terms: the weighted loss terms in the order of `loss_fn.names` (float32, detached); finite: whether their sum
-    was finite; correct: how many global student logits hit the label. `weights` is `term_weights(epoch)`.
+    was finite; correct: how many global student logits hit the label. `weights` is `term_weights(epoch)`
+    (the term weights, then the method's per-epoch inputs).
     The caller accumulates these tensors and reads them back once per epoch.
     """
 
@@ -126,9 +127,10 @@ class TrainStep:
         return outputs
 
     def term_weights(self, epoch: int) -> Tensor:
-        """The loss weights of `epoch` as a float32 tensor [T] on the device (one copy per epoch)."""
-        weights = self.loss_fn.weights(epoch)
-        return torch.tensor([weights[n] for n in self.loss_fn.names], dtype=torch.float32, device=self.placement.device)
+        """The loss weights of `epoch`, then the method's per-epoch inputs (`loss_fn.input_names`, e.g. CTKD's
+        gradient reversal), as one float32 tensor [T + I] on the device (one copy per epoch). A tensor, not
+        numbers, so a compiled step is traced once and never recompiled for another epoch."""
+        return torch.tensor(self.loss_fn.epoch_vector(epoch), dtype=torch.float32, device=self.placement.device)
 
     def forward_loss(
         self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
@@ -143,8 +145,9 @@ class TrainStep:
             teacher_out = cached_teacher
             if teacher_out is None and self.teacher is not None:
                 teacher_out = teacher_regions(self.teacher, images, self.scales)
-            terms = self.loss_fn.terms(student_regions, teacher_out, labels)
-        weighted = torch.stack([terms[n] for n in self.loss_fn.names]) * weights  # [T]
+            count = len(self.loss_fn.names)
+            terms = self.loss_fn.terms(student_regions, teacher_out, labels, weights[count:])
+        weighted = torch.stack([terms[n] for n in self.loss_fn.names]) * weights[:count]  # [T]
         correct = (student_regions[:, :, 0].argmax(dim=1) == labels).sum()
         return weighted, correct
 
@@ -174,10 +177,18 @@ class TrainStep:
         return weighted.detach(), finite, correct
 
 
-def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD of the recipe; on CUDA the fused kernel (one launch for all parameters, the same update rule)."""
+def make_optimizer(
+    model: nn.Module, optim: OptimConfig, device: torch.device, method_parameters: nn.Module | None = None
+) -> torch.optim.SGD:
+    """SGD of the recipe; on CUDA the fused kernel (one launch for all parameters, the same update rule).
+
+    `method_parameters` (CTKD's temperature) join as a second group with the same hyper-parameters, weight decay
+    included, as the official code trains them; the loop's per-epoch learning rate reaches every group."""
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if method_parameters is not None:
+        groups.append({"params": list(method_parameters.parameters())})
     return torch.optim.SGD(
-        model.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+        groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
         nesterov=optim.nesterov, fused=True if device.type == "cuda" else None,
     )  # fmt: skip
 

@@ -35,6 +35,8 @@ class TensorBoardLog:
         epoch = row["epoch"]
         for name, value in row["losses"].items():
             self.writer.add_scalar(f"loss/{name}", value, epoch)
+        for name, value in (row.get("method_metrics") or {}).items():
+            self.writer.add_scalar(f"method/{name}", value, epoch)
         for key in ("train_top1", "test_top1", "test_top5", "lr", "images_per_s"):
             if row.get(key) is not None:
                 self.writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train", "test")) else key,
@@ -54,8 +56,10 @@ def require_wandb() -> None:
 
 
 def epoch_scalars(row: dict[str, Any]) -> dict[str, float]:
-    """One metrics.jsonl row as flat scalar names: loss/<term>, train/top1, test/top1, test/top5, lr, images_per_s."""
+    """One metrics.jsonl row as flat scalar names: loss/<term>, train/top1, test/top1, test/top5, lr, images_per_s,
+    and method/<name> for the method's own numbers (CTKD: method/temperature)."""
     scalars = {f"loss/{name}": float(value) for name, value in row["losses"].items()}
+    scalars.update({f"method/{name}": float(value) for name, value in (row.get("method_metrics") or {}).items()})
     for key in ("train_top1", "test_top1", "test_top5", "lr", "images_per_s"):
         if row.get(key) is not None:
             scalars[key.replace("_", "/", 1) if key.startswith(("train", "test")) else key] = float(row[key])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sddkd.methods import label_of, method_names, parse_name
 from sddkd.scales import Scales
 
 
@@ -176,22 +177,16 @@ _PAPER_SCALES_EXCEPTIONS: dict[tuple[str, str, str, str], Scales] = {
 
 
 def method_columns(method: str) -> tuple[str, str | None] | None:
-    """The published columns of `method`: (column at M=(1), column at the paper's M or None); None when no table
-    has the method. Non-SDD methods ignore M: both columns are the same.
-
-    The one place that knows each base method's display label and the variant grammar (`sdd_` prefix, `_lskd`
-    suffix); methods sddkd cannot run yet (e.g. mlkd) are listed so their published rows already print.
-    """
-    labels = {"kd": "KD", "dkd": "DKD", "nkd": "NKD", "ctkd": "CTKD", "mlkd": "MLKD"}
-    sdd = method.startswith("sdd_")
-    lskd = method.endswith("_lskd")
-    label = labels.get(method.removeprefix("sdd_").removesuffix("_lskd"))
-    if label is None:
+    """The published columns of a method, from the registry's labels: (column at M=(1), column at the paper's M or
+    None). `sdd_X` is X at M=(1) and SD-X at the paper's M; `sdd_X_lskd` was published by nobody beyond M=(1);
+    non-SDD methods ignore M. None for vanilla and unknown names."""
+    if method not in method_names() or method == "vanilla":
         return None
-    plain = f"{label}+LS" if lskd else label
+    _, sdd, lskd = parse_name(method)
+    plain = label_of(method.removeprefix("sdd_"))  # KD, KD+LS, DKD, ...
     if not sdd:
-        return (plain, plain)
-    return (plain, None if lskd else f"SD-{label}")  # no paper ran SDD on z-scored logits beyond M=(1)
+        return plain, plain
+    return plain, (None if lskd else label_of(method))
 
 
 def scales_label(scales: Scales) -> str:
@@ -229,7 +224,7 @@ def lookup(dataset: str, method: str, teacher: str | None, student: str, scales:
         return Anchor(ablation[scales], column=f"SD-KD M={scales_label(scales)}", source=_ABLATION_SOURCE)
     row = _PAIRS.get(dataset, {}).get((teacher, student), {})
     at_m1, at_paper_m = columns
-    ignores_m = at_m1 == at_paper_m
+    ignores_m = not method.startswith("sdd_")
     if ignores_m or scales == (1,):
         column = at_m1
     elif scales == _PAPER_SCALES_EXCEPTIONS.get((dataset, method, teacher, student), _PAPER_SCALES):

@@ -4,6 +4,8 @@ Per dataset and teacher -> student pair, into the plots folder:
 - `<dataset>-<teacher>_<student>-by-epoch.png`: test top-1 (left) and training loss (right) against epoch, from
   metrics.jsonl. One colour per series (method, M and any swept setting), its seed mean as a line and ± one sample
   std as a band; the student trained alone (vanilla) in grey, the teacher's measured accuracy as a labelled line.
+- `<dataset>-<teacher>_<student>-temperature.png`: for methods that learn their temperature (CTKD), T at the end
+  of each epoch (`method_metrics` of metrics.jsonl), one colour per series; absent when no run of the pair learns one.
 - `<dataset>-<teacher>_<student>-top1-by-M.png`: best-epoch top-1 against M (mean ± std over finished seeds),
   one line per method, published numbers as hollow diamonds, the vanilla student and the teacher as labelled lines.
 Figures are built without pyplot, so no global backend is switched and nothing opens a window.
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sddkd.files import write_bytes_atomic
+from sddkd.methods import report_rank
 from sddkd.recipes import short_keys
 from sddkd.report.anchors import scales_label
-from sddkd.report.records import METHOD_ORDER, Report, ReportError, Row, Run
+from sddkd.report.records import Report, ReportError, Row, Run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -66,12 +69,32 @@ def read_metrics(run: Run, warnings: list[str]) -> list[Point]:
     return sorted(points.values())
 
 
+def read_method_metric(run: Run, name: str) -> dict[int, float]:
+    """epoch -> the method's per-epoch number `name` (`method_metrics` of metrics.jsonl, e.g. CTKD's learned
+    temperature); empty when the run records none. Bad lines were already reported by `read_metrics`."""
+    path = run.path / "metrics.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        return {}
+    values: dict[int, float] = {}
+    for line in lines:
+        try:
+            record = json.loads(line)
+            value = (record.get("method_metrics") or {}).get(name)
+            if value is not None:
+                values[int(record["epoch"])] = float(value)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return values
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+def _method_rank(method: str) -> tuple[int, ...]:
+    return report_rank(method)
 
 
 def _settings_label(recipe: dict[str, Any], keys: Sequence[str]) -> str:
@@ -161,6 +184,29 @@ def _epoch_figure(
     return figure
 
 
+def _temperature_figure(title: str, runs: Sequence[Run], keys: Sequence[str]) -> Figure | None:
+    """The learned temperature against epoch, one colour per series (CTKD runs; other methods record none)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    series: dict[str, list[dict[int, float]]] = {}
+    for run in sorted(runs, key=lambda r: (_method_rank(r.method), r.scales or (), r.seed)):
+        curve = read_method_metric(run, "temperature")
+        if curve:
+            series.setdefault(_series_label(run, keys), []).append(curve)
+    if not series:
+        return None
+    figure = Figure(figsize=(6.5, 4.5))
+    axes = figure.subplots()
+    for index, (label, curves) in enumerate(series.items()):
+        _draw(axes, curves, f"C{index % 10}", label, len(curves))
+    axes.set(xlabel="epoch", ylabel="temperature T (end of epoch)", title=f"{title}: learned temperature")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
 def _scales_figure(
     title: str, teacher: str, rows: Sequence[Row], students: Sequence[Row], runs: Sequence[Run], keys: Sequence[str]
 ) -> Figure | None:  # fmt: skip
@@ -228,6 +274,9 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
         curves = _epoch_figure(title, teacher, distilled + alone, keys, report.warnings)
         if curves is not None:
             written.append(_save(curves, out_dir / f"{stem}-by-epoch.png"))
+        temperatures = _temperature_figure(title, distilled, keys)
+        if temperatures is not None:
+            written.append(_save(temperatures, out_dir / f"{stem}-temperature.png"))
         rows = [r for r in report.rows if _of_pair(r, dataset, teacher, student)]
         students = [r for r in report.rows if _vanilla_of(r, dataset, student)]
         by_scales = _scales_figure(title, teacher, rows, students, distilled, keys)

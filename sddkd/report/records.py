@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sddkd.errors import UserError
+from sddkd.methods import report_order, report_rank
 from sddkd.report.anchors import Anchor, lookup
 from sddkd.runs import pid_alive
 from sddkd.scales import Scales, parse_scales
@@ -31,8 +32,7 @@ STATES: tuple[RunState, ...] = ("finished", "running", "incomplete", "failed")
 # and never sooner than STALE_AFTER_MIN: the first epoch of a large run can take long.
 STALE_EPOCHS = 3
 STALE_AFTER_MIN = timedelta(hours=2)
-METHOD_ORDER: tuple[str, ...] = ("vanilla", "kd", "kd_lskd", "dkd", "dkd_lskd", "sdd_kd", "sdd_kd_lskd")
-METHOD_ORDER += ("sdd_dkd", "sdd_dkd_lskd")
+METHOD_ORDER: tuple[str, ...] = report_order()  # from the method registry: single-scale methods first, then SDD
 
 
 class ReportError(UserError):
@@ -272,7 +272,7 @@ def _time_key(run: Run) -> float:
 
 
 def _row_sort_key(row: Row) -> tuple[Any, ...]:
-    rank = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
+    rank = report_rank(row.method)
     scales = row.scales or ()
     recipe = json.dumps(row.recipe, sort_keys=True)
     return (row.dataset, row.method != "vanilla", row.pair, rank, row.method, len(scales), scales, row.epochs, recipe)

@@ -120,3 +120,37 @@ def test_rank_seeds_differ_per_rank_and_repeat_per_epoch():
 
     assert torch.equal(draws(0, 3), draws(0, 3))
     assert not torch.equal(draws(0, 3), draws(1, 3)) and not torch.equal(draws(0, 3), draws(0, 4))
+
+
+@pytest.mark.slow
+def test_ctkd_temperature_under_two_ranks_matches_one_process(tmp_path: Path):
+    """CTKD's theta lives in the module DDP wraps: its gradient is averaged over the ranks like the weights', so
+    two ranks learn the single-process temperature (a rank-local theta would drift apart from it). The teacher is
+    trained long enough to be confident: against a near-uniform teacher dKD/dT is about 0 and theta only decays."""
+    teacher_run = torchrun(0, "train", "--preset", PRESET, "--out", str(tmp_path / "teacher"),
+                           *sets([*TINY, "optim.epochs=12", "optim.lr=0.2", "optim.lr_decay_epochs=[12]"]))  # fmt: skip
+    assert teacher_run.returncode == 0, teacher_run.stderr
+    (teacher_dir,) = (tmp_path / "teacher").iterdir()
+    recipe = {
+        "data": {"name": "synthetic", "synthetic": {"num_classes": 4, "train_per_class": 16, "test_per_class": 8}},
+        "student": "bn_free_net",
+        # full reversal from the first step, so theta moves well beyond float32 summation noise
+        "method": {"name": "ctkd", "ce_weight": 1.0, "t_range": 2.0, "reversal_max": -1.0, "reversal_min": -1.0},
+        "teacher": {"arch": "bn_free_net", "checkpoint": str(teacher_dir / "checkpoints" / "best.pt"), "cache": "off"},
+        "optim": {"lr": 0.05, "batch_size": 16, "epochs": 2, "lr_decay_epochs": [2]},
+        "engine": {"progress": False, "amp": "off"}, "name": "ctkd",
+    }  # fmt: skip
+    preset = tmp_path / "ctkd.yaml"
+    preset.write_text(json.dumps(recipe))  # JSON is YAML
+    for nproc, out in ((0, "single"), (2, "ddp")):
+        result = torchrun(nproc, "train", "--preset", str(preset), "--out", str(tmp_path / out))
+        assert result.returncode == 0, result.stderr
+    single = load_checkpoint(tmp_path / "single" / "ctkd" / "checkpoints" / "last.pt")
+    ddp = load_checkpoint(tmp_path / "ddp" / "ctkd" / "checkpoints" / "last.pt")
+    theta = single["method_parameters"]["theta"]
+    assert abs(theta.item() - 1.0) > 1e-2  # it moved (a rank-local theta ends about 2.5e-3 away from this one)
+    torch.testing.assert_close(ddp["method_parameters"]["theta"], theta, atol=1e-6, rtol=1e-5)
+    ddp_rows, single_rows = metric_rows(tmp_path / "ddp" / "ctkd"), metric_rows(tmp_path / "single" / "ctkd")
+    for ddp_row, single_row in zip(ddp_rows, single_rows, strict=True):
+        temperature = single_row["method_metrics"]["temperature"]
+        assert ddp_row["method_metrics"]["temperature"] == pytest.approx(temperature, rel=1e-5)

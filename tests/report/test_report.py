@@ -293,3 +293,23 @@ def test_imagenet_anchor_carries_top5() -> None:
     anchor = lookup("imagenet", "sdd_dkd", "resnet34", "resnet18", (1, 2, 4))
     assert anchor is not None
     assert (anchor.top1, anchor.top5, anchor.column) == (72.02, 91.21, "SD-DKD M=(1,2,4)")
+
+
+def test_plots_draw_the_learned_temperature_of_ctkd_runs(runs_dir: Path, tmp_path: Path) -> None:
+    image = pytest.importorskip("matplotlib.image")
+    from sddkd.report.plots import read_method_metric
+    from sddkd.report.records import load_runs
+
+    for seed in (0, 1):
+        run_dir = write_run(runs_dir, f"ctkd-s{seed}", method="ctkd", seed=seed)
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        with (run_dir / "metrics.jsonl").open("w") as metrics:
+            for line in lines:
+                learned = {"temperature": 2.0 + line["epoch"] + seed}
+                metrics.write(json.dumps({**line, "method_metrics": learned}) + "\n")
+    result = CliRunner().invoke(app, ["report", str(runs_dir), "--out", str(tmp_path / "out"), "--plots"])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "out" / "plots" / "cifar100-resnet32x4_resnet8x4-temperature.png"
+    assert png.read_bytes().startswith(PNG_SIGNATURE) and image.imread(png).ndim == 3
+    (ctkd,) = [run for run in load_runs(runs_dir)[0] if run.path.name == "ctkd-s1"]
+    assert read_method_metric(ctkd, "temperature") == {1: 4.0, 2: 5.0, 3: 6.0, 4: 7.0}
