@@ -420,6 +420,7 @@ def sdd_mlkd_loss(
     student_weak, teacher_weak = views["weak"]
     return _mlkd_terms(kd_at, student_weak[..., 0], teacher_weak[..., 0], temperature)
 
+
 def nkd_loss(
     logits_student: Tensor,
     logits_teacher: Tensor,
