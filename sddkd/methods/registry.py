@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, create_model
 
@@ -104,11 +104,3 @@ def report_rank(name: str) -> tuple[int, int, int]:
 def report_order() -> tuple[str, ...]:
     """Every method name in report order."""
     return tuple(sorted(method_names(), key=report_rank))
-
-
-def describe(name: str) -> dict[str, Any]:
-    """One method name's parts, for docs and tests."""
-    method = method_of(name)
-    _, sdd, lskd = parse_name(name)
-    return {"base": method.base, "sdd": sdd and method.distills, "lskd": lskd and method.distills,
-            "label": label_of(name), "paper": method.paper}  # fmt: skip
