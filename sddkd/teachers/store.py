@@ -186,6 +186,11 @@ def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
+def teacher_sha256(path: Path) -> str:
+    """The sha256 a run records for this teacher file (from the store's index when it knows the file)."""
+    return _sha256_cached(Path(path))
+
+
 def _sha256_cached(path: Path) -> str:
     """sha256 of a file, computed once per (path, size, mtime) in this process, or taken from the store's index."""
     stat = path.stat()

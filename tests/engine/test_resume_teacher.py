@@ -1,0 +1,57 @@
+"""A resumed distillation run keeps its teacher: another file in its place is one line, before anything is
+written, and the first teacher still resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from sddkd.cli import app
+
+runner = CliRunner()
+RUN = "synthetic-kd-res8-res8-s0"
+TINY = [
+    "-p", "synthetic/kd/res20_res8", "--set", "teacher.arch=resnet8", "--set", "data.synthetic.num_classes=2",
+    "--set", "data.synthetic.train_per_class=8", "--set", "data.synthetic.test_per_class=2",
+    "--batch-size", "4", "--epochs", "3", "--set", "engine.progress=false", "--set", "engine.amp=off",
+    "--device", "cpu", "--name", RUN,
+]  # fmt: skip
+
+
+def _teacher(tmp_path: Path, name: str, seed: int) -> Path:
+    """A resnet8 teacher file for 2 classes: random weights of the given seed (a teacher only has to load)."""
+    from sddkd.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("resnet8", num_classes=2, dataset="cifar100")
+    path = tmp_path / name
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def test_resuming_with_another_teacher_is_one_line_and_the_first_one_resumes(tmp_path: Path):
+    from sddkd.config import load_config
+    from sddkd.engine.loop import train as engine_train
+
+    first, other = _teacher(tmp_path, "a.pt", 0), _teacher(tmp_path, "b.pt", 1)
+    overrides = [a for a in TINY if "=" in a] + ["optim.batch_size=4", "optim.epochs=3", "engine.device=cpu",
+                                                 f"name={RUN}", f"teacher.checkpoint={first}"]  # fmt: skip
+    engine_train(load_config("synthetic/kd/res20_res8", overrides=overrides), tmp_path / "logs", stop_after_epoch=1)
+    run = tmp_path / "logs" / RUN
+    before = (run / "result.json").read_text()
+
+    result = runner.invoke(app, ["train", *TINY, "--teacher", str(other), "--out", str(tmp_path / "logs"), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert "was trained with teacher" in line and "--restart" in line, line
+    assert (run / "result.json").read_text() == before  # refused before the directory was touched
+
+    result = runner.invoke(app, ["train", *TINY, "--teacher", str(first), "--out", str(tmp_path / "logs"), "--resume"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "finished" and record["epochs_done"] == 3
+    assert Path(record["teacher_checkpoint"]["path"]) == first.resolve()
