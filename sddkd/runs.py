@@ -22,7 +22,7 @@ from sddkd.config import RunConfig, config_hash
 from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
 from sddkd.recipes import identity_record, run_name
-from sddkd.run_lock import describe_holder, lock_holder
+from sddkd.run_lock import describe_holder, lock_holder, locks_supported
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,10 @@ def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
         return RecordedRun("finished", record)
     if owned is not None:
         return RecordedRun("running", {**record, **owned.record})
-    if status == "running" and _running_here(record):
-        return RecordedRun("running", record)
+    if status == "running" and not locks_supported() and _running_here(record):
+        return RecordedRun("running", record)  # without flock (Windows) the pid is the only sign of life
+    # Not locked: whatever the record says, no process trains this run (the kernel drops a dead owner's lock),
+    # even when an unrelated process has since been given the dead one's pid.
     return RecordedRun("failed" if status == "failed" else "incomplete", record)
 
 

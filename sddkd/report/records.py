@@ -1,8 +1,8 @@
 """Run records: read every result.json under a folder, tell dead runs from live ones, group seeds into rows.
 
 No torch import. A run is any folder holding `result.json` (schema in docs/architecture.md). Its state is
-the record's status, except that a `running` record whose pid is dead on this host, or whose `updated` is
-stale, is `incomplete`. Runs group into rows by their whole recipe except the seed (`recipe_key`; records older
+the record's status, except that a locked directory is `running`, and a `running` record is `incomplete` when
+its directory is not locked (on this host), or its `updated` is stale (records of other hosts). Runs group into rows by their whole recipe except the seed (`recipe_key`; records older
 than it by dataset, method, teacher -> student, M and epochs); a row's statistics cover its finished runs only, as
 mean ± sample standard deviation (n - 1; none for one seed). Keys whose values differ between rows of one
 (dataset, method, pair) become the report's setting columns. Partial runs (smoke runs: `--max-steps`, or fewer
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from sddkd.errors import UserError
 from sddkd.report.anchors import Anchor, lookup
+from sddkd.run_lock import lock_holder, locks_supported
 from sddkd.runs import pid_alive
 from sddkd.scales import Scales, parse_scales
 
@@ -166,16 +167,26 @@ def parse_time(text: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def run_state(data: dict[str, Any], now: datetime, hostname: str) -> RunState:
-    """The state a reader should show: a `running` record whose process is gone is `incomplete`."""
+def run_state(data: dict[str, Any], now: datetime, hostname: str, owned: bool | None = None) -> RunState:
+    """The state a reader should show: a `running` record whose process is gone is `incomplete`.
+
+    `owned`: whether a process holds the run directory's lock (None: not known, e.g. no flock on this platform).
+    The lock is the truth where it can be: a pid can be reused by an unrelated process. A record of another host
+    whose directory is not locked may be a copy of a live run's folder, so there the `updated` time decides.
+    """
     status = data["status"]
+    if owned:
+        return "running"
     if status == "interrupted":  # stopped by a signal with a checkpoint: `--resume` continues it
         return "incomplete"
     if status != "running":
         return status
     pid = data.get("pid")
-    if data.get("host") == hostname and isinstance(pid, int) and pid > 0 and not pid_alive(pid):
-        return "incomplete"
+    if data.get("host") == hostname:
+        if owned is False:
+            return "incomplete"
+        if isinstance(pid, int) and pid > 0 and not pid_alive(pid):
+            return "incomplete"
     updated = parse_time(data.get("updated"))
     epochs_done, wall = _count(data, "epochs_done"), data.get("wall_seconds")
     epoch_seconds = wall / epochs_done if isinstance(wall, (int, float)) and epochs_done > 0 else 0.0
@@ -204,7 +215,7 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
     return Run(
         path=path.parent,
         run_name=data.get("run_name") or path.parent.name,
-        state=run_state(data, now, hostname),
+        state=run_state(data, now, hostname, _owned(path.parent)),
         dataset=_field(data, "dataset", str),
         method=method,
         teacher=None if vanilla else _field(data, "teacher", str),
@@ -225,6 +236,12 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         partial=data.get("partial") is True,
         teacher_top1=_teacher_top1(data),
     )
+
+
+def _owned(run_dir: Path) -> bool | None:
+    if not locks_supported():
+        return None
+    return lock_holder(run_dir) is not None
 
 
 def _teacher_top1(data: dict[str, Any]) -> float | None:

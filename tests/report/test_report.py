@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sddkd.cli import app
 from sddkd.report.anchors import lookup
 from sddkd.report.records import ReportError, Row, build_report, run_state
 from sddkd.report.render import generate_report
+from sddkd.run_lock import acquire_run_lock
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()
@@ -62,7 +64,7 @@ def write_run(root: Path, folder: str, **fields: object) -> Path:
 
 
 @pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
+def runs_dir(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "logs"
     for seed, (best, last) in enumerate([(76.0, 75.8), (76.4, 76.1), (76.2, 76.0)]):
         write_run(root, f"suite/m1-s{seed}", seed=seed, best_top1=best, last_top1=last)
@@ -74,12 +76,16 @@ def runs_dir(tmp_path: Path) -> Path:
               last_top1=72.1)  # fmt: skip
     write_run(root, "live", scales=[1, 2, 4], status="running", epochs_done=2, pid=os.getpid(), host=HOST)
     write_run(root, "dead", scales=[1, 4], status="running", epochs_done=1, pid=_dead_pid(), host=HOST)
+    # killed, and its pid since given to an unrelated live process (this one): no lock, so not running
+    write_run(root, "reused", scales=[1, 4], seed=1, status="running", epochs_done=1, pid=os.getpid(), host=HOST)
     write_run(root, "crashed", scales=[1, 2, 4], seed=1, status="failed", epochs_done=3,
               error="RuntimeError: [rank0] non-finite loss at step 120\nTraceback ...")  # fmt: skip
     (root / "broken").mkdir()
     (root / "broken" / "result.json").write_text('{"status": "finished", "method": ')
     (root / "notes").mkdir()  # a folder without result.json is not a run
-    return root
+    lock = acquire_run_lock(root / "live")  # the live run's owner
+    yield root
+    lock.release()
 
 
 def _row(rows: list[Row], method: str, scales: tuple[int, ...] | None) -> Row:
@@ -117,10 +123,11 @@ def test_unfinished_runs_are_shown_as_such(runs_dir: Path) -> None:
     report = build_report(runs_dir)
     states = {run.run_name: run.state for run in report.runs}
     assert states["live"] == "running" and states["dead"] == "incomplete" and states["crashed"] == "failed"
-    assert {run.run_name for run in report.unfinished} == {"live", "dead", "crashed"}
+    assert states["reused"] == "incomplete"  # the lock decides, not a pid that now names another process
+    assert {run.run_name for run in report.unfinished} == {"live", "dead", "crashed", "reused"}
     m124 = _row(report.rows, "sdd_kd_lskd", (1, 2, 4))
     assert m124.states == {"running": 1, "failed": 1} and m124.seeds == () and m124.best_top1 is None
-    assert _row(report.rows, "sdd_kd_lskd", (1, 4)).states == {"incomplete": 1}
+    assert _row(report.rows, "sdd_kd_lskd", (1, 4)).states == {"incomplete": 2}
 
 
 def test_run_state_rules() -> None:
@@ -131,6 +138,10 @@ def test_run_state_rules() -> None:
     assert run_state({**base, "host": "elsewhere", "pid": 1, "updated": old}, now, HOST) == "incomplete"
     assert run_state({**base, "host": HOST, "pid": os.getpid(), "updated": old}, now, HOST) == "incomplete"
     assert run_state({**base, "host": HOST, "pid": _dead_pid(), "updated": fresh}, now, HOST) == "incomplete"
+    # the lock decides where it is known: a live pid without it is a reused pid, a locked directory is running
+    assert run_state({**base, "host": HOST, "pid": os.getpid(), "updated": fresh}, now, HOST, False) == "incomplete"
+    assert run_state({**base, "host": HOST, "pid": os.getpid(), "updated": fresh}, now, HOST, None) == "running"
+    assert run_state({**base, "status": "failed", "updated": fresh}, now, HOST, True) == "running"
     zulu = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert run_state({**base, "host": "elsewhere", "updated": zulu}, now, HOST) == "running"
     # slow epochs (an hour each) stay running for three epoch lengths without an update

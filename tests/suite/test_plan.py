@@ -438,7 +438,12 @@ def test_run_directory_states(tmp_path):
     assert write(status="finished", config_hash="other") == "conflict"
     assert write(status="running", config_hash="other") == "conflict"
     assert write(status="failed") == "failed"
+    assert write(status="running", pid=os.getpid()) == "incomplete"  # a live (reused) pid, but no lock
+    from sddkd.run_lock import acquire_run_lock
+
+    lock = acquire_run_lock(tmp_path)
     assert write(status="running", pid=os.getpid()) == "running"
+    lock.release()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert write(status="running", pid=dead.pid) == "incomplete"
@@ -451,13 +456,17 @@ def test_runs_running_elsewhere_or_holding_another_recipe_are_not_started(tmp_pa
     plan = plan_suite(
         suite_file(tmp_path, "seeds: [0, 1]\nruns:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path
     )
+    from sddkd.run_lock import acquire_run_lock
+
     for run, record in zip(plan.runs, [{"config_hash": plan.runs[0].config_hash, "status": "running"},
                                        {"config_hash": "0123456789ab", "status": "finished"}]):  # fmt: skip
         (tmp_path / run.name).mkdir()
         (tmp_path / run.name / "result.json").write_text(
             json.dumps({**record, "pid": os.getpid(), "host": os.uname().nodename})
         )
+    owner = acquire_run_lock(tmp_path / plan.runs[0].name)
     outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
+    owner.release()
     assert fake.calls() == [] and outcome.runs[0].status == "elsewhere"  # neither trained nor counted as failed
     assert "running elsewhere (process" in outcome.runs[0].note
     (conflict,) = outcome.failures
@@ -475,6 +484,16 @@ def test_a_run_whose_directory_is_locked_is_left_to_its_owner(tmp_path, fake):
         lock.release()
     assert fake.calls() == [] and outcome.runs[0].status == "elsewhere" and outcome.ok
     assert f"process {os.getpid()} on" in outcome.runs[0].note
+
+
+def test_a_dead_run_whose_pid_was_reused_is_resumed(tmp_path, fake):
+    plan = plan_suite(suite_file(tmp_path, "runs:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path)
+    (tmp_path / plan.runs[0].name).mkdir()
+    (tmp_path / plan.runs[0].name / "result.json").write_text(json.dumps(
+        {"config_hash": plan.runs[0].config_hash, "status": "running", "pid": os.getpid(),
+         "host": os.uname().nodename}))  # fmt: skip  # SIGKILLed; its pid now names this (unrelated) process
+    outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
+    assert [("--resume" in c["argv"]) for c in fake.calls()] == [True] and outcome.runs[0].status != "elsewhere"
 
 
 def test_a_run_that_cannot_start_fails_alone(tmp_path):
