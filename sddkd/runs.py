@@ -82,9 +82,16 @@ def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
         )
     if record is not None and record.get("status") == "finished":
         return "finished"
+    if not has_checkpoint:
+        return "fresh"  # it stopped (or failed) before its first checkpoint: nothing to continue or to lose
     if not resume:
-        raise UserError(f"{paths.root} holds an unfinished run; pass --resume to continue it or choose another --out")
-    return "resume" if has_checkpoint else "fresh"
+        done = record.get("epochs_done") if record else None
+        what = f"an unfinished run ({done} epochs done)" if isinstance(done, int) else "an unfinished run"
+        raise UserError(
+            f"{paths.root} holds {what}; pass --resume to continue it, --restart to start it over, or choose "
+            "another --out"
+        )
+    return "resume"
 
 
 def versions() -> dict[str, str]:

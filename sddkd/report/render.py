@@ -122,7 +122,8 @@ def _run_cells(run: Run) -> list[str]:
     where = f"{run.host or '?'}:{run.pid if run.pid is not None else '?'}"
     error = run.error.strip().splitlines()[0] if run.error and run.error.strip() else ""
     progress = f"{run.epochs_done}/{run.epochs}"
-    return [run.run_name, run.state, progress, f"{run.best_top1:.2f}", _short_time(run.updated), where, error]
+    best = NONE if run.best_top1 is None else f"{run.best_top1:.2f}"
+    return [run.run_name, run.state, progress, best, _short_time(run.updated), where, error]
 
 
 def _short_time(text: str | None) -> str:

@@ -55,3 +55,30 @@ def test_resuming_with_another_teacher_is_one_line_and_the_first_one_resumes(tmp
     record = json.loads((run / "result.json").read_text())
     assert record["status"] == "finished" and record["epochs_done"] == 3
     assert Path(record["teacher_checkpoint"]["path"]) == first.resolve()
+
+
+def test_a_run_failed_before_its_first_epoch_is_reported_and_the_corrected_command_runs(tmp_path: Path):
+    logs = tmp_path / "logs"
+    failed = runner.invoke(app, ["train", *TINY, "--teacher", str(tmp_path / "typo.pt"), "--out", str(logs)])
+    assert failed.exit_code == 2 and "does not exist" in failed.output, failed.output
+    assert json.loads((logs / RUN / "result.json").read_text())["status"] == "failed"
+
+    report = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["report", str(logs), "--include-partial"])
+    assert report.exit_code == 0, report.output
+    assert RUN in report.stdout and "failed" in report.stdout and "skipping" not in report.output
+
+    fixed = runner.invoke(app, ["train", *TINY, "--teacher", str(_teacher(tmp_path, "a.pt", 0)), "--out", str(logs)])
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads((logs / RUN / "result.json").read_text())["status"] == "finished"
+
+
+def test_an_unfinished_run_names_both_ways_on(tmp_path: Path):
+    from sddkd.config import load_config
+    from sddkd.engine.loop import train as engine_train
+
+    teacher = _teacher(tmp_path, "a.pt", 0)
+    overrides = [a for a in TINY if "=" in a] + ["optim.batch_size=4", "optim.epochs=3", "engine.device=cpu",
+                                                 f"name={RUN}", f"teacher.checkpoint={teacher}"]  # fmt: skip
+    engine_train(load_config("synthetic/kd/res20_res8", overrides=overrides), tmp_path / "logs", stop_after_epoch=1)
+    again = runner.invoke(app, ["train", *TINY, "--teacher", str(teacher), "--out", str(tmp_path / "logs")])
+    assert again.exit_code == 2 and "--resume" in again.output and "--restart" in again.output, again.output

@@ -304,3 +304,27 @@ def test_imagenet_anchor_carries_top5() -> None:
     anchor = lookup("imagenet", "sdd_dkd", "resnet34", "resnet18", (1, 2, 4))
     assert anchor is not None
     assert (anchor.top1, anchor.top5, anchor.column) == (72.02, 91.21, "SD-DKD M=(1,2,4)")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"best_top1": float("nan")}, {"last_top1": float("inf")}, {"best_top1": 10**400}, {"best_top5": [1, 2]},
+     {"run_name": 7}, {"updated": "9999-12-31T23:59:59-14:00", "status": "running"}, {"updated": 12},
+     {"updated": ["x"], "status": "failed"},
+     {"error": {"not": "text"}, "status": "failed"}],
+    ids=["nan", "1e309", "400-digit", "list-top5", "int-name", "year-9999", "int-updated", "list-updated", "dict-error"],
+)  # fmt: skip
+def test_one_bad_record_never_breaks_the_report(tmp_path: Path, bad: dict[str, object]) -> None:
+    root = tmp_path / "logs"
+    write_run(root, "good")
+    write_run(root, "bad", seed=1)
+    record = json.loads((root / "bad" / "result.json").read_text())
+    (root / "bad" / "result.json").write_text(json.dumps({**record, **bad}))  # NaN, Infinity: as Python writes them
+    runner = CliRunner(env={"COLUMNS": "160"})
+    for fmt in ("table", "md", "csv", "json"):
+        result = runner.invoke(app, ["report", str(root), "--out", str(tmp_path / "out"), "--format", fmt])
+        assert result.exit_code == 0 and "Traceback" not in result.output, (fmt, result.output)
+    report = build_report(root)
+    assert "good" in {run.run_name for run in report.runs}
+    numeric = next(iter(bad)) in ("best_top1", "last_top1", "best_top5")
+    assert any("skipping bad/result.json" in w for w in report.warnings) == numeric, report.warnings
