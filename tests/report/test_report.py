@@ -312,7 +312,8 @@ def test_imagenet_anchor_carries_top5() -> None:
      {"run_name": 7}, {"updated": "9999-12-31T23:59:59-14:00", "status": "running"}, {"updated": 12},
      {"updated": ["x"], "status": "failed"},
      {"error": {"not": "text"}, "status": "failed"}],
-    ids=["nan", "1e309", "400-digit", "list-top5", "int-name", "year-9999", "int-updated", "list-updated", "dict-error"],
+    ids=["nan", "1e309", "400-digit", "list-top5", "int-name", "year-9999", "int-updated", "list-updated",
+         "dict-error"],
 )  # fmt: skip
 def test_one_bad_record_never_breaks_the_report(tmp_path: Path, bad: dict[str, object]) -> None:
     root = tmp_path / "logs"
