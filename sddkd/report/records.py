@@ -3,8 +3,9 @@
 No torch import. A run is any folder holding `result.json` (schema in docs/architecture.md). Its state is
 the record's status, except that a locked directory is `running`, and a `running` record is `incomplete` when
 its directory is not locked (on this host), or its `updated` is stale (records of other hosts). Runs group into
-rows by their whole recipe except the seed (`recipe_key`; records older than it by dataset, method, teacher -> student, M and epochs); a row's statistics cover its finished runs only, as
-mean ± sample standard deviation (n - 1; none for one seed). Keys whose values differ between rows of one
+rows by their whole recipe except the seed (`recipe_key`; records older than it by dataset, method,
+teacher -> student, M and epochs); a row's statistics cover its finished runs only, as mean ± sample standard
+deviation (n - 1; none for one seed). Keys whose values differ between rows of one
 (dataset, method, pair) become the report's setting columns. Partial runs (smoke runs: `--max-steps`, or fewer
 epochs than their preset) are left out unless asked for.
 """
