@@ -395,6 +395,20 @@ def test_train_teachers_trains_only_missing_teachers_and_registers_them(tmp_path
     assert {row["teacher_checkpoint"] for row in plan_rows(again)} == {"store"}
 
 
+def test_the_smoke_suite_registers_its_teacher_where_the_store_has_none(tmp_path, fake):
+    """After `sddkd suite smoke`, `sddkd train` of a synthetic distillation preset finds the teacher by name."""
+    store = FakeStore()
+    plan = plan_suite(load_suite("smoke"), out=tmp_path / "logs", store=store)
+    assert run_suite(plan, devices="cpu", per_device=3, launcher=fake.launcher, store=store).ok
+    best = tmp_path / "logs" / "synthetic-vanilla-resnet20-s0" / "checkpoints" / "best.pt"
+    assert store.registered == [("synthetic", "resnet20", best, 50.0)]
+
+    kept = FakeStore(stored=[("synthetic", "resnet20")])  # a teacher of the user's own is never replaced
+    plan = plan_suite(load_suite("smoke"), out=tmp_path / "again", store=kept)
+    outcome = run_suite(plan, devices="cpu", per_device=3, launcher=fake.launcher, store=kept)
+    assert outcome.ok and kept.registered == []
+
+
 def test_a_killed_suite_resumes_the_unfinished_run(tmp_path, fake):
     """SIGTERM stops the suite and its child; the next invocation skips what finished and resumes the rest."""
     path = tmp_path / "two.yaml"
