@@ -298,11 +298,22 @@ def shipped_preset_name(path: Path) -> str | None:
     return relative.with_suffix("").as_posix()
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A parser error as one readable clause: where (line, column) and what, without the echoed source lines."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if "'\\t'" in problem:  # PyYAML names a tab as the two characters backslash-t
+        problem += " (indent with spaces, not tabs)"
+    return where + problem + (f" ({context})" if context else "")
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
     return raw

@@ -54,9 +54,14 @@ def generate_report(
         from sddkd.report.plots import require_matplotlib
 
         require_matplotlib()  # before any work, so a missing extra costs nothing
-    out_dir = out_dir or runs_dir
-    if out_dir.exists() and not out_dir.is_dir():
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ReportError(
+            f"{runs_dir} is a file, not a folder of runs: pass the folder `sddkd train` or `sddkd suite` wrote into "
+            "(their --out, logs/ by default)"
+        )
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ReportError(f"--out {out_dir} is a file: pass a folder")
+    out_dir = out_dir or runs_dir
     report = build_report(runs_dir, now, include_partial=include_partial)
     if plots:
         from sddkd.report.plots import write_plots

@@ -169,6 +169,9 @@ def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple
     Only tensors and plain containers are unpickled (`weights_only=True`); the state dict must fit `arch` exactly.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise TeacherError(f"teacher checkpoint {path} is {kind}; pass the checkpoint file itself")
     if not path.is_file():
         raise TeacherError(f"teacher checkpoint {path} does not exist; check the path or run `sddkd fetch-teachers`")
     state_dict, recorded = read_checkpoint(path)
