@@ -125,7 +125,7 @@ def train_epoch(
         samples += labels.numel()
         fault_point("mid-epoch")
         if progress is not None:
-            progress()
+            progress(steps, samples, time.perf_counter() - start, sums.sum())
         if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
             if int(dist.all_reduce_max(nonfinite.clone())) > 0:  # every rank leaves the loop at the same step
                 break
@@ -331,8 +331,6 @@ def _train_owned(
                 for epoch in range(start_epoch, cfg.optim.epochs + 1):
                     if complete:
                         break
-                    if advance is not None:
-                        advance.start_epoch(epoch)
                     lr = lr_at(cfg.optim, epoch)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -342,6 +340,10 @@ def _train_owned(
                     if carried is not None and checkpoint is not None and dist.world_size == 1:
                         set_rng_state(checkpoint["rng"])  # the global RNG as it was at that step
                     steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
+                    if advance is not None:
+                        done = carried.steps if carried else 0
+                        epoch_steps = len(train_loader) if steps_left is None else min(len(train_loader), steps_left)
+                        advance.start_epoch(epoch, epoch_steps, done)
                     stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance, carried=carried,
                                         stop=stop)  # fmt: skip
                     record["execution"].update(step.execution())  # eager from here on if compiling failed
