@@ -166,6 +166,44 @@ def test_dry_run_table_lists_runs_and_dependencies():
     assert "synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0" in result.output and "#1" in result.output
 
 
+def test_tables_stay_whole_at_80_columns(tmp_path):
+    """No ellipsis at 80 columns: the run names fold, states, epochs, accuracies, numbers and hashes stay whole."""
+    plan = plan_suite(load_suite("cifar100"), out=tmp_path)
+    finished = plan.runs[0]
+    (tmp_path / finished.name).mkdir()
+    (tmp_path / finished.name / "result.json").write_text(json.dumps(
+        {"config_hash": finished.config_hash, "status": "finished", "epochs": 240, "epochs_done": 240,
+         "best_top1": 76.41, "last_top1": 76.02, "host": "gpu-node-with-a-long-name-7"}))  # fmt: skip
+    status = runner.invoke(app, ["suite", "cifar100", "--status", "--out", str(tmp_path)], env={"COLUMNS": "80"})
+    assert status.exit_code == 0, status.output
+    lines = status.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    header = next(line for line in lines if line.lstrip().startswith("run "))
+    assert all(f" {word}" in header for word in ("state", "epochs", "best", "last")), header
+    assert "finished" in status.output and "240/240" in status.output and "76.41" in status.output
+    assert "76.02" in status.output and "-/240" in status.output
+    joined = "".join(line.strip().split(" ")[0] for line in lines)
+    assert finished.name in joined  # the folded name reads whole
+    dry = runner.invoke(app, ["suite", "cifar100", "--dry-run", "--out", str(tmp_path)], env={"COLUMNS": "80"})
+    numbers = [line.split()[0] for line in dry.output.splitlines() if any(r.config_hash in line for r in plan.runs)]
+    assert numbers == [str(i) for i in range(1, 24)], dry.output
+    assert all(run.config_hash in dry.output for run in plan.runs) and "…" not in dry.output
+
+
+def test_analyze_prints_its_folder_whole_at_80_columns(tmp_path):
+    from types import SimpleNamespace
+
+    from sddkd.cli import print_analysis
+
+    folder = tmp_path / "logs" / ("synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0" * 2) / "analysis"
+    summary = {"top1": {"teacher": 60.0, "student": 55.0}, "agreement": {"top1": 0.8},
+               "correlation_difference": {"mean": 0.01},
+               "calibration": {"teacher": {"ece": 0.02}, "student": {"ece": 0.03}}}  # fmt: skip
+    out = StringIO()
+    print_analysis(Console(file=out, width=80), SimpleNamespace(summary=summary, files=[1, 2], out_dir=folder))
+    assert str(folder) in out.getvalue().replace("\n", " ").split("into ")[-1]
+
+
 def test_unknown_suite_names_close_matches():
     result = runner.invoke(app, ["suite", "cifar10", "--dry-run"])
     assert result.exit_code == 2
