@@ -214,6 +214,7 @@ TERMINAL_LEGEND = (
     "sample std over the n finished seeds; ep = epochs; ΔM1 = best minus the same pair and method at M=(1); "
     "pub = published (best epoch); Δpub = best minus pub. Top-1 in %."
 )
+EP_LEGEND = " ep = epochs;"  # only when a table shows the ep column (one length per dataset goes in its title)
 
 
 # Short headers for the keys a sweep usually varies; others go by their last dotted part.
@@ -270,7 +271,9 @@ def render_table(report: Report, width: int | None = None) -> Group:
     for dataset in dict.fromkeys(row.dataset for row in report.rows):
         rows = [row for row in report.rows if row.dataset == dataset]
         parts.append(_terminal_table(dataset, rows, report.setting_keys, narrow))
-    legend = TERMINAL_LEGEND
+    shows_ep = any(len({row.epochs for row in report.rows if row.dataset == dataset}) > 1
+                   for dataset in {row.dataset for row in report.rows})  # fmt: skip
+    legend = TERMINAL_LEGEND if shows_ep else TERMINAL_LEGEND.replace(EP_LEGEND, "")
     if report.setting_keys:
         named = ", ".join(f"{short} = {key}" for key, short in terminal_names(report.setting_keys).items())
         legend += f" Swept settings: {named}."

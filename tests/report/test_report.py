@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import socket
@@ -329,3 +330,22 @@ def test_one_bad_record_never_breaks_the_report(tmp_path: Path, bad: dict[str, o
     assert "good" in {run.run_name for run in report.runs}
     numeric = next(iter(bad)) in ("best_top1", "last_top1", "best_top5")
     assert any("skipping bad/result.json" in w for w in report.warnings) == numeric, report.warnings
+
+
+def test_the_legend_explains_ep_only_when_a_table_shows_it(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from sddkd.report.render import render_table
+
+    def shown(root: Path) -> str:
+        out = Console(file=io.StringIO(), width=160)
+        out.print(render_table(build_report(root), width=160))
+        return out.file.getvalue()
+
+    write_run(tmp_path / "one", "a")
+    text = shown(tmp_path / "one")
+    assert "4 epochs" in text and "ep = epochs" not in text  # one length: in the title, no ep column
+    write_run(tmp_path / "two", "a")
+    write_run(tmp_path / "two", "b", epochs=8, epochs_done=8)
+    text = shown(tmp_path / "two")
+    assert " ep " in text and "ep = epochs" in text
