@@ -173,7 +173,8 @@ def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Mo
     from sddkd.teachers.store import load_teacher
 
     assert cfg.teacher is not None
-    teacher, info = load_teacher(_teacher_path(cfg), cfg.teacher.arch, spec.model_dataset, spec.num_classes)
+    teacher, info = load_teacher(_teacher_path(cfg), cfg.teacher.arch, spec.model_dataset, spec.num_classes,
+                                 data_name=cfg.data.name)  # fmt: skip
     return prepare_teacher(teacher, placement), info
 
 

@@ -209,9 +209,14 @@ def register_teacher(
     return final
 
 
-def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+def load_teacher(
+    path: Path, arch: str, dataset: str, num_classes: int, *, data_name: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher in eval mode with gradients off, plus what a run records about it (JSON-ready): path, sha256,
     arch, dataset, published_top1 (what the field reports, if known) and recorded_top1 (stored in the file, if any).
+
+    `dataset` is the model geometry (`cifar100` for generated 32-px data too); `data_name`, the data the run
+    uses, is what the record names as its dataset (a synthetic run's teacher is not a CIFAR-100 teacher).
 
     Only tensors and plain containers are unpickled (`weights_only=True`); the state dict must fit `arch` exactly.
     """
@@ -226,9 +231,10 @@ def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple
     load_strict(model, state_dict, arch=arch, source=path, dataset=dataset)
     model.eval()
     model.requires_grad_(False)
+    named = data_name or dataset
     info = {
-        "path": str(path.resolve()), "sha256": _sha256_cached(path), "arch": arch, "dataset": dataset,
-        "published_top1": PUBLISHED_TOP1.get(dataset, {}).get(arch), "recorded_top1": recorded,
+        "path": str(path.resolve()), "sha256": _sha256_cached(path), "arch": arch, "dataset": named,
+        "published_top1": PUBLISHED_TOP1.get(named, {}).get(arch), "recorded_top1": recorded,
     }  # fmt: skip
     return model, info
 

@@ -55,6 +55,7 @@ def test_resuming_with_another_teacher_is_one_line_and_the_first_one_resumes(tmp
     record = json.loads((run / "result.json").read_text())
     assert record["status"] == "finished" and record["epochs_done"] == 3
     assert Path(record["teacher_checkpoint"]["path"]) == first.resolve()
+    assert record["teacher_checkpoint"]["dataset"] == "synthetic"  # not the cifar100 geometry of its model
 
 
 def test_a_run_failed_before_its_first_epoch_is_reported_and_the_corrected_command_runs(tmp_path: Path):
