@@ -38,7 +38,7 @@ from sddkd.engine.resume import (
     save_final_record,
     save_partial,
 )  # fmt: skip
-from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher
+from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
 from sddkd.engine.run_directory import open_run_directory
 from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
 from sddkd.engine.tracking import open_trackers, require_trackers
@@ -289,6 +289,9 @@ def _train_owned(
             if placement.channels_last:
                 backbone.to(memory_format=torch.channels_last)
             teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
+            networks = [(f"student {cfg.student}", backbone)]
+            networks += [(f"teacher {cfg.teacher.arch}", teacher)] if teacher is not None and cfg.teacher else []
+            refuse_scales_beyond_features(networks, test_loader, placement, cfg.scales)
             if teacher is not None:
                 from sddkd.engine.teacher_cache_serve import serve_teacher_cache
 

@@ -83,3 +83,15 @@ def test_an_unfinished_run_names_both_ways_on(tmp_path: Path):
     engine_train(load_config("synthetic/kd/res20_res8", overrides=overrides), tmp_path / "logs", stop_after_epoch=1)
     again = runner.invoke(app, ["train", *TINY, "--teacher", str(teacher), "--out", str(tmp_path / "logs")])
     assert again.exit_code == 2 and "--resume" in again.output and "--restart" in again.output, again.output
+
+
+def test_scales_finer_than_the_feature_map_are_one_line(tmp_path: Path):
+    args = [a.replace("synthetic/kd/res20_res8", "synthetic/sdd_kd_lskd/res20_res8") for a in TINY]
+    teacher = str(_teacher(tmp_path, "a.pt", 0))
+    result = runner.invoke(app, ["train", *args, "--teacher", teacher, "--M", "1,2,16", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert "asks for a 16x16 grid" in line and "8x8" in line and "up to 8" in line, line
+    fits = runner.invoke(app, ["train", *args, "--teacher", teacher, "--M", "1,2,8", "--epochs", "1",
+                               "--out", str(tmp_path / "fits")])  # fmt: skip
+    assert fits.exit_code == 0, fits.output
