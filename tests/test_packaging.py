@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import sddkd
@@ -48,3 +49,18 @@ def test_shell_completion_is_offered():
 
 def test_the_package_declares_its_types():
     assert (REPO / "sddkd" / "py.typed").is_file()
+
+
+def test_each_extra_pulls_in_only_what_its_commands_import():
+    """`analysis` is matplotlib and scikit-learn: no tracker (wandb has an extra of its own)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {extra: {req.split(">")[0].split("=")[0].split("[")[0] for req in reqs} for extra, reqs in extras.items()}
+    assert names["analysis"] == {"matplotlib", "scikit-learn"}
+    assert names["plots"] == {"matplotlib"} and names["wandb"] == {"wandb"}
