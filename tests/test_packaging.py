@@ -64,3 +64,12 @@ def test_each_extra_pulls_in_only_what_its_commands_import():
     names = {extra: {req.split(">")[0].split("=")[0].split("[")[0] for req in reqs} for extra, reqs in extras.items()}
     assert names["analysis"] == {"matplotlib", "scikit-learn"}
     assert names["plots"] == {"matplotlib"} and names["wandb"] == {"wandb"}
+
+
+def test_the_readme_set_up_says_to_install_torch_first_and_what_timings_depend_on():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    setup = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    first_command = setup.index("python -m pip install -e . &&")
+    assert "Install PyTorch" in setup[:first_command]
+    assert "depends on the number of free cores" in setup and "bf16" in setup
+    assert "sddkd train --preset synthetic/sdd_kd_lskd/res20_res8" in setup  # the offline next step
