@@ -25,7 +25,7 @@ from sddkd.engine.distill import RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
 from sddkd.engine.faults import fault_point
-from sddkd.engine.interrupts import StopRequest, stop_on_signals
+from sddkd.engine.interrupts import StopRequest, StoppedBySignal, stop_on_signals
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.engine.progress import run_bar
 from sddkd.engine.resume import (
@@ -296,7 +296,8 @@ def _train_owned(
                 from sddkd.engine.teacher_cache_serve import serve_teacher_cache
 
                 refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
-                train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console)
+                train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console,
+                                                   should_stop=lambda: stop.signum is not None)  # fmt: skip
             student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales))
             optimizer = make_optimizer(backbone, cfg.optim, placement.device)
             step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console)
@@ -377,6 +378,8 @@ def _train_owned(
                         break
             if complete:
                 record.update(status="finished", error=None)
+        except StoppedBySignal as exc:  # before the first step (a teacher-cache build): what it committed stays
+            record.update(status="interrupted", error=f"stopped by {stop.name or 'a signal'} {exc}")
         except KeyboardInterrupt as exc:  # Ctrl-C twice: no checkpoint of this point, the last one stands
             failure = exc
             record.update(status="interrupted", error="interrupted by a second Ctrl-C before its checkpoint")
