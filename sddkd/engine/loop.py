@@ -125,7 +125,7 @@ def train_epoch(
         samples += labels.numel()
         fault_point("mid-epoch")
         if progress is not None:
-            progress(steps, samples, time.perf_counter() - start, sums.sum())
+            progress(steps, samples, time.perf_counter() - start, sums)  # read back at most once a second
         if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
             if int(dist.all_reduce_max(nonfinite.clone())) > 0:  # every rank leaves the loop at the same step
                 break

@@ -51,15 +51,15 @@ class RunBar:
     def __call__(
         self, steps: int | None = None, samples: int = 0, seconds: float = 0.0, loss_sum: Tensor | None = None
     ) -> None:  # fmt: skip
-        """One more step; `steps`, `samples`, `seconds` and `loss_sum` are the epoch's totals so far (its carried
-        part included after a resume)."""
+        """One more step; `steps`, `samples`, `seconds` and `loss_sum` ([T] weighted loss terms, on the device)
+        are the epoch's totals so far (its carried part included after a resume)."""
         self.epoch_steps = self.epoch_steps + 1 if steps is None else steps
         fields: dict[str, str] = {"epoch_step": str(self.epoch_steps)}
         now = time.perf_counter()
         if steps and now - self.refreshed >= REFRESH_SECONDS:
             self.refreshed = now
             if loss_sum is not None:
-                fields["loss"] = f"{float(loss_sum) / steps:.4f}"  # the one read-back, once a refresh
+                fields["loss"] = f"{float(loss_sum.sum()) / steps:.4f}"  # the one read-back, once a refresh
             if seconds > 0:
                 fields["speed"] = f"{samples / seconds:.0f}"
         self.progress.update(self.task, advance=1, **fields)
