@@ -342,14 +342,19 @@ def analyze_command(
             baseline=baseline, out=out, scales=scales, temperature=temperature, embedding=embedding, device=device,
             batch_size=batch_size,
         )  # fmt: skip
+    print_analysis(console, result)
+
+
+def print_analysis(out: Console, result: Any) -> None:
+    """The summary line and where the files went; soft-wrapped, so a long path stays one piece to copy."""
     s = result.summary
-    console.print(
+    out.print(
         f"top-1 teacher {s['top1']['teacher']:.2f}%, student {s['top1']['student']:.2f}%; agreement "
         f"{100 * s['agreement']['top1']:.2f}%; correlation difference {s['correlation_difference']['mean']:.4f}; "
         f"ECE teacher {100 * s['calibration']['teacher']['ece']:.2f}%, student {100 * s['calibration']['student']['ece']:.2f}%",
-        highlight=False,
-    )
-    console.print(f"wrote {len(result.files)} files into {escape(str(result.out_dir))}", highlight=False)
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    out.print(f"wrote {len(result.files)} files into {escape(str(result.out_dir))}", highlight=False, soft_wrap=True)
 
 
 # --- suite ----------------------------------------------------------------------------------------------------

@@ -250,11 +250,49 @@ def shipped_preset_name(path: Path) -> str | None:
     return relative.with_suffix("").as_posix()
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A parser error as one readable clause: where (line, column) and what, without the echoed source lines."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if "'\\t'" in problem:  # PyYAML names a tab as the two characters backslash-t
+        problem += " (indent with spaces, not tabs)"
+    return where + problem + (f" ({context})" if context else "")
+
+
+# A config is a few hundred values; YAML aliases can make a short file stand for billions (an "alias bomb"), and
+# any message or hash that formats the expanded value would then run for ever. Refuse such documents on load.
+MAX_YAML_VALUES = 100_000
+
+
+def _expands_beyond(value: Any, limit: int) -> bool:
+    """Whether `value`, with every shared (aliased) node counted each time it is used, has more than `limit`
+    nodes; stops counting at the limit, so a bomb or a self-referencing alias costs at most `limit` steps."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return False
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
+    if _expands_beyond(raw, MAX_YAML_VALUES):
+        raise ConfigError(
+            f"{path}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES:,} values, far beyond any config; "
+            "write the values out instead"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys")
     return raw
@@ -272,6 +310,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    if _expands_beyond(value, MAX_YAML_VALUES):
+        raise ConfigError(f"override {dotted.strip()}: its YAML aliases expand to more than {MAX_YAML_VALUES:,} values")
     node = raw
     for key in keys[:-1]:
         child = node.get(key)

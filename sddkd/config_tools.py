@@ -69,6 +69,18 @@ class Sources:
     run_dir: str
 
 
+# Datasets `sddkd fetch-teachers` has sources for (sddkd.teachers.sources.SOURCES; that module imports torch).
+FETCHABLE_DATASETS = ("cifar100", "cub200", "imagenet")
+
+
+def _get_teacher_hint(dataset: str, arch: str) -> str:
+    if dataset in FETCHABLE_DATASETS:
+        return f"sddkd fetch-teachers --dataset {dataset} --arch {arch}"
+    if dataset == "synthetic":
+        return f"sddkd suite smoke registers it, or train it with sddkd train --preset synthetic/vanilla/{arch}"
+    return "train it with a vanilla preset and pass its checkpoint with --teacher"
+
+
 def describe_sources(cfg: RunConfig, out: Path) -> Sources:
     """Where a run would read its teacher and data, and the state of its run directory, without reading either."""
     teacher = None
@@ -78,11 +90,7 @@ def describe_sources(cfg: RunConfig, out: Path) -> Sources:
             teacher = f"{cfg.teacher.arch} from teacher.checkpoint {cfg.teacher.checkpoint} ({found})"
         else:
             stored = teacher_store_path(cfg.data.name, cfg.teacher.arch)
-            found = (
-                "present"
-                if stored.is_file()
-                else f"missing: sddkd fetch-teachers --dataset {cfg.data.name} --arch {cfg.teacher.arch}"
-            )
+            found = "present" if stored.is_file() else f"missing: {_get_teacher_hint(cfg.data.name, cfg.teacher.arch)}"
             teacher = f"{cfg.teacher.arch} from the teacher store, {stored} ({found})"
     if cfg.data.synthetic is not None:
         synth = cfg.data.synthetic

@@ -5,8 +5,9 @@ to disk, then renamed over the target, and the directory itself is fsynced so th
 any error the temporary file is removed. New files get the permissions `open()` would give them (0o666 less the
 umask), so results and checkpoints on a shared machine stay readable by the group, as the rest of a run directory
 is. A full disk (ENOSPC, EDQUOT) is a `DiskFullError` that names the path and the space it needed, whatever the
-writer turned the OS error into (torch.save reports it as "unexpected pos ..."). No torch import: `report` and
-`suite` write files too.
+writer turned the OS error into (torch.save reports it as "unexpected pos ..."); a folder that refuses writes
+(EACCES, EPERM, EROFS: made read-only, or a filesystem remounted read-only mid-run) is a `NotWritableError`.
+No torch import: `report` and `suite` write files too.
 """
 
 from __future__ import annotations
@@ -25,12 +26,24 @@ from typing import IO, Any
 from sddkd.errors import UserError
 
 FULL_DISK_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 # temporary_path's names: `.<name>.<pid>.<8 hex>.tmp`
 TEMPORARY_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
 
 
 class DiskFullError(UserError):
     """No space (or quota) left for a write; the message names the path and the space it needed."""
+
+
+class NotWritableError(UserError):
+    """A write refused by permissions or a read-only filesystem; the message names the path."""
+
+
+def not_writable_error(path: Path, exc: OSError) -> NotWritableError:
+    return NotWritableError(
+        f"cannot write {path} ({exc.strerror or 'not writable'}): its folder does not accept writes (any more); "
+        "make it writable and run the same command again (a run continues with --resume)"
+    )
 
 
 def _size(count: float) -> str:
@@ -59,14 +72,17 @@ def is_disk_full(exc: BaseException) -> bool:
 
 @contextmanager
 def disk_full_as_user_error(path: Path, needed: int | None = None) -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT raised inside the block into one `DiskFullError` sentence about `path`."""
+    """Turn ENOSPC/EDQUOT raised inside the block into one `DiskFullError` sentence about `path`, and a refused
+    write (EACCES, EPERM, EROFS) into a `NotWritableError`."""
     try:
         yield
-    except DiskFullError:
+    except (DiskFullError, NotWritableError):
         raise
     except OSError as exc:
         if is_disk_full(exc):
             raise disk_full_error(path, needed) from exc
+        if exc.errno in NOT_WRITABLE_ERRNOS:
+            raise not_writable_error(path, exc) from exc
         raise
 
 
@@ -156,6 +172,8 @@ def atomic_write(
         if is_disk_full(cause) and not isinstance(exc, DiskFullError):
             written = recording.written if recording is not None else 0
             raise disk_full_error(path, max(needed or 0, written) or None) from cause
+        if isinstance(cause, OSError) and cause.errno in NOT_WRITABLE_ERRNOS and not isinstance(exc, UserError):
+            raise not_writable_error(path, cause) from cause
         raise
     fsync_directory(path.parent)
     return path

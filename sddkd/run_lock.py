@@ -115,6 +115,11 @@ def acquire_run_lock(root: Path) -> RunLock:
     return RunLock(path, fd)
 
 
+def locks_supported() -> bool:
+    """Whether this platform has flock, so that an unlocked run directory is known to have no live owner."""
+    return fcntl is not None
+
+
 def lock_holder(root: Path) -> dict[str, Any] | None:
     """Who owns `root` now ({"pid", "host", "started"}, possibly empty), or None when no process does."""
     path = root / LOCK_FILE

@@ -22,7 +22,7 @@ from sddkd.config import RunConfig, config_hash
 from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
 from sddkd.recipes import identity_record, run_name
-from sddkd.run_lock import describe_holder, lock_holder
+from sddkd.run_lock import describe_holder, lock_holder, locks_supported
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,16 @@ def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
         )
     if record is not None and record.get("status") == "finished":
         return "finished"
+    if not has_checkpoint:
+        return "fresh"  # it stopped (or failed) before its first checkpoint: nothing to continue or to lose
     if not resume:
-        raise UserError(f"{paths.root} holds an unfinished run; pass --resume to continue it or choose another --out")
-    return "resume" if has_checkpoint else "fresh"
+        done = record.get("epochs_done") if record else None
+        what = f"an unfinished run ({done} epochs done)" if isinstance(done, int) else "an unfinished run"
+        raise UserError(
+            f"{paths.root} holds {what}; pass --resume to continue it, --restart to start it over, or choose "
+            "another --out"
+        )
+    return "resume"
 
 
 def versions() -> dict[str, str]:
@@ -173,8 +180,10 @@ def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
         return RecordedRun("finished", record)
     if owned is not None:
         return RecordedRun("running", {**record, **owned.record})
-    if status == "running" and _running_here(record):
-        return RecordedRun("running", record)
+    if status == "running" and not locks_supported() and _running_here(record):
+        return RecordedRun("running", record)  # without flock (Windows) the pid is the only sign of life
+    # Not locked: whatever the record says, no process trains this run (the kernel drops a dead owner's lock),
+    # even when an unrelated process has since been given the dead one's pid.
     return RecordedRun("failed" if status == "failed" else "incomplete", record)
 
 

@@ -108,3 +108,21 @@ def test_the_teacher_store_honours_xdg_cache_home_after_sddkd_home(monkeypatch: 
     monkeypatch.delenv("SDDKD_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # invalid per the XDG spec: ignored
     assert teachers.sddkd_home() == Path.home() / ".cache" / "sddkd"
+
+
+@pytest.mark.parametrize("below", ["", "sub"], ids=["a-file", "under-a-file"])
+def test_an_sddkd_home_that_is_a_file_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, below: str):
+    from typer.testing import CliRunner
+
+    from sddkd.cli import app
+
+    (tmp_path / "home").write_text("not a folder\n")
+    monkeypatch.setenv("SDDKD_HOME", str(tmp_path / "home" / below) if below else str(tmp_path / "home"))
+    source = tmp_path / "teacher.pth"
+    source.write_bytes(b"x")
+    for args in (["fetch-teachers", "--dataset", "cifar100", "--arch", "resnet56", "--source", str(source)],
+                 ["train", "-p", "synthetic/kd/res20_res8", "--device", "cpu", "--out", str(tmp_path / "logs")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+        assert "is a file; point SDDKD_HOME at a folder" in line, line

@@ -125,3 +125,28 @@ def test_apply_override_parses_yaml_values():
 def test_yaml_booleans_spell_amp_settings():
     assert load_config("res32x4_res8x4", overrides=["engine.amp=off"]).engine.amp == "off"
     assert load_config("res32x4_res8x4", overrides=["engine.amp=bf16"]).engine.amp == "bf16"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Aliases nested 8 deep stand for 10^8 values: refused on load, before any message could format them."""
+    import subprocess
+    import sys
+
+    items = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"method:\n  name: sdd_kd_lskd\n  scales: [{', '.join(items)}]\n")
+    result = subprocess.run([sys.executable, "-m", "sddkd", "config", "validate", str(bomb)], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip  # hung (memory growing) before the fix
+    assert result.returncode != 0 and "expand to more than 100,000 values" in result.stdout + result.stderr
+    looping = tmp_path / "loop.yaml"
+    looping.write_text("method:\n  name: sdd_kd_lskd\n  scales: &s [1, *s]\n")  # an alias that contains itself
+    with pytest.raises(ConfigError, match="expand to more than"):
+        load_config(str(looping))
+
+
+def test_a_long_bad_scales_value_is_shown_cut():
+    from sddkd.scales import parse_scales
+
+    with pytest.raises(ValueError) as error:
+        parse_scales([[1] * 1000] * 1000)
+    assert len(str(error.value)) < 250

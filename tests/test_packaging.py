@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import sddkd
@@ -48,3 +49,27 @@ def test_shell_completion_is_offered():
 
 def test_the_package_declares_its_types():
     assert (REPO / "sddkd" / "py.typed").is_file()
+
+
+def test_each_extra_pulls_in_only_what_its_commands_import():
+    """`analysis` is matplotlib and scikit-learn: no tracker (wandb has an extra of its own)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {extra: {req.split(">")[0].split("=")[0].split("[")[0] for req in reqs} for extra, reqs in extras.items()}
+    assert names["analysis"] == {"matplotlib", "scikit-learn"}
+    assert names["plots"] == {"matplotlib"} and names["wandb"] == {"wandb"}
+
+
+def test_the_readme_set_up_says_to_install_torch_first_and_what_timings_depend_on():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    setup = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    first_command = setup.index("python -m pip install -e . &&")
+    assert "Install PyTorch" in setup[:first_command]
+    assert "depends on the number of free cores" in setup and "bf16" in setup
+    assert "sddkd train --preset synthetic/sdd_kd_lskd/res20_res8" in setup  # the offline next step

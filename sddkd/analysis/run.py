@@ -213,17 +213,19 @@ def _analyze(
     data = cfg.data.model_copy(update={"root": str(data_root)}) if data_root else cfg.data
     placement = resolve_placement(EngineConfig(device=device))
     spec, _, test_loader = build_data(data, batch_size, placement.device, 0, DistContext(), train=False)
-    teacher_model, teacher_info = load_teacher(teacher_path, arch, spec.model_dataset, spec.num_classes)
+    named = {"data_name": cfg.data.name}  # not the model geometry: a synthetic run's files say synthetic
+    teacher_model, teacher_info = load_teacher(teacher_path, arch, spec.model_dataset, spec.num_classes, **named)
     if expected_sha and teacher_info["sha256"] != expected_sha:
         raise UserError(
             f"teacher {teacher_path} has sha256 {teacher_info['sha256'][:12]}…, not the {expected_sha[:12]}… the run "
             "trained against; pass --teacher FILE to analyze against this file anyway"
         )
-    student_model, student_info = load_teacher(student.path, cfg.student, spec.model_dataset, spec.num_classes)
+    student_model, student_info = load_teacher(student.path, cfg.student, spec.model_dataset, spec.num_classes,
+                                               **named)  # fmt: skip
     baseline_model, baseline_info = None, None
     if base is not None:
         baseline_model, baseline_info = load_teacher(base.path, base.config.student, spec.model_dataset,
-                                                     spec.num_classes)  # fmt: skip
+                                                     spec.num_classes, **named)  # fmt: skip
     for model in (student_model, teacher_model, baseline_model):
         if model is not None:
             model.to(placement.device)

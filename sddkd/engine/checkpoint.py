@@ -74,6 +74,17 @@ def save_checkpoint(path: Path, state: dict[str, Any], before_rename: Callable[[
                  before_rename=before_rename)  # fmt: skip
 
 
+def _unreadable_reason(exc: BaseException) -> str:
+    """Why torch could not read a file, in a few words (its own messages run to paragraphs)."""
+    text = str(exc)
+    if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError):
+        return "not a PyTorch checkpoint of weights: another kind of file, or a pickle that would need to run code"
+    if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text or "central directory" in text:
+        return "a truncated or damaged PyTorch file"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 120 else first[:117].rsplit(" ", 1)[0] + "…"
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, verify: bool = False) -> dict[str, Any]:
     """Load a checkpoint without running any pickled code (weights_only=True).
 
@@ -92,8 +103,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, ver
             raise UserError(f"no permission to read {path}; fix its permissions") from exc
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # an I/O error of the machine, not of the file's content
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise DamagedCheckpointError(f"{path} cannot be read ({reason})") from exc
+        raise DamagedCheckpointError(f"{path} cannot be read ({_unreadable_reason(exc)})") from exc
     if not isinstance(state, dict):
         raise DamagedCheckpointError(f"{path} is not an sddkd checkpoint (expected a dict)")
     if verify:

@@ -33,11 +33,19 @@ def evaluate_checkpoint(
     A checkpoint from `sddkd train` carries its config (architecture, data, M); a published file needs `arch` and
     `dataset`. The file is read with weights_only=True.
     """
-    if not path.is_file():
+    if path.is_dir():  # a run directory: its best checkpoint, as `sddkd analyze` takes it
+        if not (path / "checkpoints" / "best.pt").is_file():
+            raise UserError(f"{path} is a folder without checkpoints/best.pt: pass a run directory or a checkpoint")
+        path = path / "checkpoints" / "best.pt"
+    if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a regular file")
     try:
         state = load_checkpoint(path)
-    except Exception as exc:  # an unpickling refusal or a corrupt file: say which file, not a traceback
+    except UserError:  # DamagedCheckpointError included: one sentence naming the file
+        raise
+    except Exception as exc:  # any other refusal: say which file, not a traceback
         raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     run_cfg = RunConfig.model_validate(state["config"]) if isinstance(state.get("config"), dict) else None
     data_cfg = _data_config(run_cfg, dataset, data_root, path)

@@ -22,6 +22,11 @@ DDP_CHECK_EVERY = 10  # steps between the ranks' agreement on a stop request (on
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class StoppedBySignal(Exception):
+    """A stop request honoured before the training loop (e.g. between teacher-cache chunks): the run ends as
+    `interrupted`, with what it had committed so far; the message says where it stopped ("while ...")."""
+
+
 class StopRequest:
     """Set by a signal handler; `due(step)` says whether the loop stops before its next step."""
 

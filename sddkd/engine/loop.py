@@ -25,7 +25,7 @@ from sddkd.engine.distill import LossFn, RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
 from sddkd.engine.faults import fault_point
-from sddkd.engine.interrupts import StopRequest, stop_on_signals
+from sddkd.engine.interrupts import StopRequest, StoppedBySignal, stop_on_signals
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.engine.progress import run_bar
 from sddkd.engine.resume import (
@@ -38,7 +38,7 @@ from sddkd.engine.resume import (
     save_final_record,
     save_partial,
 )  # fmt: skip
-from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher
+from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
 from sddkd.engine.run_directory import open_run_directory
 from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
 from sddkd.engine.tracking import open_trackers, require_trackers
@@ -125,7 +125,7 @@ def train_epoch(
         samples += labels.numel()
         fault_point("mid-epoch")
         if progress is not None:
-            progress()
+            progress(steps, samples, time.perf_counter() - start, sums)  # read back at most once a second
         if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
             if int(dist.all_reduce_max(nonfinite.clone())) > 0:  # every rank leaves the loop at the same step
                 break
@@ -157,17 +157,47 @@ def train_epoch(
     )
 
 
-def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
+def _teacher_path(cfg: RunConfig) -> Path:
     from sddkd.teachers.sources import missing_teacher_message
-    from sddkd.teachers.store import find_teacher, load_teacher
+    from sddkd.teachers.store import find_teacher
 
     assert cfg.teacher is not None
     arch, dataset = cfg.teacher.arch, cfg.data.name
     path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else find_teacher(dataset, arch)
     if path is None:
         raise UserError(missing_teacher_message(dataset, arch))
-    teacher, info = load_teacher(path, arch, spec.model_dataset, spec.num_classes)
+    return path
+
+
+def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
+    from sddkd.teachers.store import load_teacher
+
+    assert cfg.teacher is not None
+    teacher, info = load_teacher(_teacher_path(cfg), cfg.teacher.arch, spec.model_dataset, spec.num_classes,
+                                 data_name=cfg.data.name)  # fmt: skip
     return prepare_teacher(teacher, placement), info
+
+
+def _refuse_another_teacher(cfg: RunConfig, paths: RunPaths, checkpoint: dict[str, Any]) -> None:
+    """A resumed run must distill from the very file it started with (its sha256 is in the checkpointed record):
+    the teacher is not part of the config hash when it comes from `--teacher` or the store, so only its checksum
+    can tell that another one took its place. Checked before the directory is touched."""
+    from sddkd.teachers.store import teacher_sha256
+
+    started = (checkpoint["record"].get("teacher_checkpoint") or {}) if cfg.teacher else {}
+    wanted = started.get("sha256") if isinstance(started, dict) else None
+    if not isinstance(wanted, str):
+        return  # a run without a teacher, or a record from before teachers were recorded
+    path = _teacher_path(cfg)
+    if not path.is_file():
+        return  # load_teacher says so in its own words
+    found = teacher_sha256(path)
+    if found != wanted:
+        raise UserError(
+            f"{paths.root.name} was trained with teacher {started.get('path', '?')} (sha256 {wanted[:12]}), but "
+            f"this resume would use {path} (sha256 {found[:12]}); resume with --teacher pointing to the first "
+            "file, or pass --restart to start over with this one"
+        )
 
 
 def make_train_step(
@@ -239,6 +269,8 @@ def _train_owned(
     stop_after_epoch: int | None,
 ) -> dict[str, Any]:  # fmt: skip
     checkpoint = load_for_resume(cfg, paths, dist) if state == "resume" else None
+    if checkpoint is not None:
+        _refuse_another_teacher(cfg, paths, checkpoint)
     record = record_from_checkpoint(cfg, paths, checkpoint) if checkpoint else new_record(cfg, paths)
     rows: list[dict[str, Any]] = list(checkpoint["metrics"]) if checkpoint else []
     if dist.is_main:  # the record exists before anything can fail, so every failure shows in report and --status
@@ -259,11 +291,15 @@ def _train_owned(
             if placement.channels_last:
                 backbone.to(memory_format=torch.channels_last)
             teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
+            networks = [(f"student {cfg.student}", backbone)]
+            networks += [(f"teacher {cfg.teacher.arch}", teacher)] if teacher is not None and cfg.teacher else []
+            refuse_scales_beyond_features(networks, test_loader, placement, cfg.scales)
             if teacher is not None:
                 from sddkd.engine.teacher_cache_serve import serve_teacher_cache
 
                 refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
-                train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console)
+                train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console,
+                                                   should_stop=lambda: stop.signum is not None)  # fmt: skip
             loss_fn = make_loss_fn(cfg.method, placement.device)
             own = loss_fn.parameters  # the method's trainable parameters (CTKD's temperature), or None
             student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales, own))
@@ -304,8 +340,6 @@ def _train_owned(
                 for epoch in range(start_epoch, cfg.optim.epochs + 1):
                     if complete:
                         break
-                    if advance is not None:
-                        advance.start_epoch(epoch)
                     lr = lr_at(cfg.optim, epoch)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -315,6 +349,10 @@ def _train_owned(
                     if carried is not None and checkpoint is not None and dist.world_size == 1:
                         set_rng_state(checkpoint["rng"])  # the global RNG as it was at that step
                     steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
+                    if advance is not None:
+                        done = carried.steps if carried else 0
+                        epoch_steps = len(train_loader) if steps_left is None else min(len(train_loader), steps_left)
+                        advance.start_epoch(epoch, epoch_steps, done)
                     stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance, carried=carried,
                                         stop=stop)  # fmt: skip
                     record["execution"].update(step.execution())  # eager from here on if compiling failed
@@ -345,6 +383,8 @@ def _train_owned(
                         break
             if complete:
                 record.update(status="finished", error=None)
+        except StoppedBySignal as exc:  # before the first step (a teacher-cache build): what it committed stays
+            record.update(status="interrupted", error=f"stopped by {stop.name or 'a signal'} {exc}")
         except KeyboardInterrupt as exc:  # Ctrl-C twice: no checkpoint of this point, the last one stands
             failure = exc
             record.update(status="interrupted", error="interrupted by a second Ctrl-C before its checkpoint")

@@ -1,5 +1,6 @@
-"""Checks that refuse a run before it starts, each with one sentence: unknown architectures (with close matches)
-and a teacher whose logits are not finite (under `nonfinite=skip` it would skip every step and "finish" at chance).
+"""Checks that refuse a run before it starts, each with one sentence: unknown architectures (with close matches),
+scales M finer than a network's last feature map (adaptive pooling would silently repeat its cells), and a
+teacher whose logits are not finite (under `nonfinite=skip` it would skip every step and "finish" at chance).
 
 `sddkd.config` validates names it can know without torch; the model registry needs torch, so architecture names
 are checked here, at the engine's edge, before any file or any data is touched.
@@ -37,6 +38,35 @@ def check_architectures(cfg: RunConfig) -> None:
             matches = _close_matches(name, list_models(cfg.data.name))
             hint = f"; for {cfg.data.name} did you mean {' or '.join(matches)}?" if matches else ""
             raise UserError(f"architecture {name!r} ({role}) is not available for {cfg.data.name}{hint}")
+
+
+def refuse_scales_beyond_features(
+    networks: list[tuple[str, nn.Module]], loader: Any, placement: Placement, scales: Scales
+) -> None:
+    """Every M in `scales` fits the last feature map of each network (`[B, C, H, W]`: M <= min(H, W)).
+
+    One test image through each network in eval mode, without autograd: a fresh student's BatchNorm statistics
+    stay untouched, so the run is the same as without this check."""
+    finest = max(scales)
+    if finest == 1:
+        return
+    with torch.random.fork_rng(devices=[]):  # a DataLoader's iterator draws its seed from the global RNG
+        sample = next((placement.images(images[:1]) for images, *_ in loader), None)
+    if sample is None:
+        return
+    for role, network in networks:
+        was_training = network.training
+        network.eval()
+        try:
+            with torch.inference_mode(), placement.autocast():
+                height, width = network.forward_features(sample).shape[-2:]  # type: ignore[operator]
+        finally:
+            network.train(was_training)
+        if finest > min(height, width):
+            raise UserError(
+                f"M {','.join(map(str, scales))} asks for a {finest}x{finest} grid, but the {role}'s last feature map "
+                f"is {height}x{width} on these {sample.shape[-1]}-px images; use scales up to {min(height, width)}"
+            )
 
 
 def refuse_nonfinite_teacher(teacher: nn.Module, loader: Any, placement: Placement, scales: Scales) -> None:

@@ -21,11 +21,16 @@ served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
 
 A build writes into `<name>.partial/` chunk by chunk (a chunk is recorded in the manifest only once its bytes are
 on disk, so an interrupted build resumes at the first unrecorded chunk) and renames the folder when complete; a
-lock file keeps two builders apart. Opening a cache checks its size and every chunk's checksum.
+lock file keeps two builders apart. The whole file is allocated before the first chunk (posix_fallocate, not a
+sparse file), so two builds of different caches cannot both count the same free space, and a full disk is a
+`NotEnoughDiskError` before any work, or, should it fill up anyway, between chunks. A build can be stopped between
+chunks (`should_stop`: a SIGTERM during `sddkd train`), and resumes there. Opening a cache checks its size and
+every chunk's checksum.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -43,8 +48,9 @@ from torch import Tensor, nn
 
 from sddkd.data.loader import crop_flip, normalize
 from sddkd.engine.placement import Placement
+from sddkd.engine.interrupts import StoppedBySignal
 from sddkd.errors import UserError
-from sddkd.files import write_json_atomic
+from sddkd.files import DiskFullError, is_disk_full, write_json_atomic
 from sddkd.models.heads import finest_grid_applies, region_logits
 from sddkd.scales import Scales
 
@@ -60,7 +66,8 @@ class CacheDamagedError(UserError):
 
 
 class NotEnoughDiskError(UserError):
-    """Too little free space for a cache; raised before any of it is computed."""
+    """Too little free space for a cache: raised before any of it is computed, or when the disk fills up anyway
+    (a `.partial` build then stays, to resume from its last chunk)."""
 
 
 @dataclass(frozen=True)
@@ -213,16 +220,22 @@ def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool = True) 
     if not isinstance(manifest, dict) or manifest.get("fields") != fields or not manifest.get("complete"):
         raise CacheDamagedError(f"{damaged} (its manifest is missing, unreadable or not for this run)")
     path, expected = directory / "logits.bin", cache_bytes(fields, manifest["num_images"])
-    size = path.stat().st_size if path.is_file() else -1
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:  # missing, or removed by another run that found it damaged
+        size = -1
     if size != expected:
         raise CacheDamagedError(f"{damaged}: logits.bin holds {size} bytes, not {expected} (truncated?)")
-    if verify:
-        with path.open("rb") as handle:
-            for number, (start, length, checksum) in enumerate(_chunks(manifest)):
-                if _chunk_sha256(handle, start, length) != checksum:
-                    raise CacheDamagedError(f"{damaged}: chunk {number} of logits.bin fails its sha256")
-    shape = cache_shape(fields, manifest["num_images"])
-    logits = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=DTYPES[fields["dtype"]])
+    try:
+        if verify:
+            with path.open("rb") as handle:
+                for number, (start, length, checksum) in enumerate(_chunks(manifest)):
+                    if _chunk_sha256(handle, start, length) != checksum:
+                        raise CacheDamagedError(f"{damaged}: chunk {number} of logits.bin fails its sha256")
+        shape = cache_shape(fields, manifest["num_images"])
+        logits = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=DTYPES[fields["dtype"]])
+    except FileNotFoundError:  # removed meanwhile by another run that found it damaged
+        raise CacheDamagedError(f"{damaged}: logits.bin is gone") from None
     return OpenedCache(directory, manifest, logits.view(shape))
 
 
@@ -239,7 +252,7 @@ def _chunks(manifest: dict[str, Any]) -> Iterator[tuple[int, int, str]]:
 
 
 @contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
+def build_lock(directory: Path) -> Iterator[None]:
     """One builder per cache at a time (the OS releases the lock when a process dies)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.with_name(directory.name + ".lock"), "a") as handle:
@@ -259,17 +272,20 @@ def teacher_grid(teacher: nn.Module, images: Tensor, regions: dict[str, Any]) ->
 
 def build_cache(
     directory: Path, fields: dict[str, Any], teacher: nn.Module, images: Tensor, placement: Placement,
-    *, progress: Callable[[int, int], None] | None = None, chunk_bytes: int = CHUNK_BYTES,
+    *, progress: Callable[[int, int], None] | None = None, chunk_bytes: int | None = None,
     stop_after_chunks: int | None = None, compute: Callable[..., Tensor] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Path:  # fmt: skip
     """Compute the cache of `fields` into `directory` (resuming a `.partial` build) and return `directory`.
 
     images: the uint8 training images [N, 3, H, W] on the teacher's device; progress(images done, total).
     `stop_after_chunks` ends the build early, as an interruption would (tests of the resume); `compute` replaces
     the teacher's pass (`python -m sddkd.bench --cache` times lookups from a file of the real shape without
-    paying for a CPU build of its contents).
+    paying for a CPU build of its contents). `should_stop()` is asked between chunks: when true the build ends
+    there with `StoppedBySignal` (what is committed stays, and the next build resumes after it).
     """
     compute = compute or _compute_chunk
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     views = views_from_fields(fields)
     device = images.device
     mean = torch.tensor(views.mean, device=device).view(1, -1, 1, 1)
@@ -278,7 +294,7 @@ def build_cache(
     shape = cache_shape(fields, num_images)
     per_image = math.prod(shape[1:]) * DTYPES[fields["dtype"]].itemsize
     partial = directory.with_name(directory.name + ".partial")
-    with _build_lock(directory):
+    with build_lock(directory):
         if directory.exists():  # another process finished it while we waited
             return directory
         manifest = _resume_manifest(partial, fields, num_images, per_image, chunk_bytes)
@@ -293,36 +309,85 @@ def build_cache(
                 f"the teacher cache needs {needed / 1e9:.1f} GB in {partial.parent} but {free / 1e9:.1f} GB are "
                 "free; free some space, point SDDKD_HOME elsewhere, or set teacher.cache=off"
             )
-        with open(data, "ab") as handle:  # created if missing, then sized (sparse) without touching written bytes
-            handle.truncate(total)
-        chunk_images = manifest["chunk_images"]
-        done_images = sum(min(chunk_images, num_images - int(k) * chunk_images) for k in manifest["chunks"])
-        if progress is not None:
-            progress(done_images, num_images)
-        built = 0
-        with open(data, "r+b") as handle:
-            for number in range(math.ceil(num_images / chunk_images)):
-                if str(number) in manifest["chunks"]:
-                    continue
-                if stop_after_chunks is not None and built >= stop_after_chunks:
-                    return directory
-                first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
-                chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
-                raw = chunk.contiguous().view(torch.uint8).numpy()
-                handle.seek(first * per_image)
-                handle.write(raw.data)
-                handle.flush()
-                os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
-                manifest["chunks"][str(number)] = hashlib.sha256(raw.data).hexdigest()
-                write_json_atomic(partial / "manifest.json", manifest)
-                built += 1
-                done_images += last - first
-                if progress is not None:
-                    progress(done_images, num_images)
-        manifest["complete"] = True
-        write_json_atomic(partial / "manifest.json", manifest)
+        _reserve(data, total, partial)
+        try:
+            complete = _build_chunks(partial, data, manifest, fields, teacher, images, placement, compute, views,
+                                     mean, std, per_image, progress, stop_after_chunks, should_stop)  # fmt: skip
+        except (DiskFullError, OSError) as exc:
+            if isinstance(exc, DiskFullError) or is_disk_full(exc):
+                raise NotEnoughDiskError(
+                    f"the disk of {partial.parent} filled up while building the teacher cache; the finished chunks "
+                    f"stay in {partial} and the next build resumes there (delete it to free its space); free some "
+                    "space, point SDDKD_HOME elsewhere, or set teacher.cache=off"
+                ) from exc
+            raise
+        if not complete:
+            return directory  # stopped early (stop_after_chunks): not there yet
         os.replace(partial, directory)
     return directory
+
+
+def _reserve(data: Path, total: int, partial: Path) -> None:
+    """Make `data` `total` bytes long with its blocks allocated (what is written stays): a second build then sees
+    the space as used. A filesystem without fallocate gets a sparse file, as before."""
+    fd = os.open(data, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        before = os.fstat(fd).st_size
+        try:
+            if not hasattr(os, "posix_fallocate"):
+                raise OSError(errno.EOPNOTSUPP, "no posix_fallocate")
+            os.posix_fallocate(fd, 0, total)
+        except OSError as exc:
+            if is_disk_full(exc):
+                os.ftruncate(fd, before)  # give back whatever the failed allocation took
+                raise NotEnoughDiskError(
+                    f"the teacher cache needs {total / 1e9:.1f} GB in {partial.parent}, more than is free; free "
+                    "some space, point SDDKD_HOME elsewhere, or set teacher.cache=off"
+                ) from exc
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            os.ftruncate(fd, total)  # sized (sparse) without touching written bytes
+    finally:
+        os.close(fd)
+
+
+def _build_chunks(
+    partial: Path, data: Path, manifest: dict[str, Any], fields: dict[str, Any], teacher: nn.Module, images: Tensor,
+    placement: Placement, compute: Callable[..., Tensor], views: Views, mean: Tensor, std: Tensor, per_image: int,
+    progress: Callable[[int, int], None] | None, stop_after_chunks: int | None,
+    should_stop: Callable[[], bool] | None,
+) -> bool:  # fmt: skip
+    """Compute and commit every chunk the manifest lacks; True (and the manifest marked complete) when all are."""
+    num_images, chunk_images = images.shape[0], manifest["chunk_images"]
+    done_images = sum(min(chunk_images, num_images - int(k) * chunk_images) for k in manifest["chunks"])
+    if progress is not None:
+        progress(done_images, num_images)
+    built = 0
+    with open(data, "r+b") as handle:
+        for number in range(math.ceil(num_images / chunk_images)):
+            if str(number) in manifest["chunks"]:
+                continue
+            if stop_after_chunks is not None and built >= stop_after_chunks:
+                return False
+            if should_stop is not None and should_stop():
+                raise StoppedBySignal(f"while building the teacher-logit cache ({done_images} of {num_images} "
+                                      "images done; the build resumes there)")  # fmt: skip
+            first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
+            chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
+            raw = chunk.contiguous().view(torch.uint8).numpy()
+            handle.seek(first * per_image)
+            handle.write(raw.data)
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
+            manifest["chunks"][str(number)] = hashlib.sha256(raw.data).hexdigest()
+            write_json_atomic(partial / "manifest.json", manifest)
+            built += 1
+            done_images += last - first
+            if progress is not None:
+                progress(done_images, num_images)
+    manifest["complete"] = True
+    write_json_atomic(partial / "manifest.json", manifest)
+    return True
 
 
 def _resume_manifest(

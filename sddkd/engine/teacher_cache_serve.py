@@ -15,7 +15,7 @@ gigabytes but a 240-epoch CIFAR run pays for its cache by itself; `sddkd cache-t
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sddkd.engine.teacher_cache import (
     OpenedCache,
     Views,
     build_cache,
+    build_lock,
     cache_bytes,
     cache_fields,
     cache_name,
@@ -155,10 +156,13 @@ def run_cache_fields(
 def ensure_cache(
     fields: dict[str, Any], loader: ArrayLoader, teacher: nn.Module, placement: Placement, console: Console, *,
     build: bool, rebuild_damaged: bool, progress: bool = True, root: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OpenedCache | None:  # fmt: skip
     """The verified cache of `fields`, built first when missing and `build`; None when missing and not `build`.
 
-    A damaged cache is one line on `console`, then rebuilt when `rebuild_damaged`, else a CacheDamagedError."""
+    A damaged cache is one line on `console`, then rebuilt when `rebuild_damaged`, else a CacheDamagedError.
+    Several runs can meet the same damaged cache at once: it is removed under the build lock, by the first of them
+    that still finds it damaged there, and the others then wait for (or use) the rebuilt one."""
     directory = (root or cache_root()) / cache_name(fields)
     if directory.exists():
         try:
@@ -168,15 +172,29 @@ def ensure_cache(
                 raise CacheDamagedError(
                     f"{exc}; rebuild it with `sddkd cache-teacher` or set teacher.cache=auto"
                 ) from None
-            console.print(f"[yellow]{exc}[/]: rebuilding it", highlight=False)
-            shutil.rmtree(directory)
+            if _remove_if_still_damaged(directory, fields):
+                console.print(f"[yellow]{exc}[/]: rebuilding it", highlight=False)
     if not build:
         return None
     size = cache_bytes(fields, loader.images.shape[0])
-    console.print(f"Building the teacher-logit cache {directory.name} ({size / 1e9:.2f} GB)", highlight=False)
+    if not directory.exists():
+        console.print(f"Building the teacher-logit cache {directory.name} ({size / 1e9:.2f} GB)", highlight=False)
     with _progress(progress, console) as advance:
-        build_cache(directory, fields, teacher, loader.images, placement, progress=advance)
+        build_cache(directory, fields, teacher, loader.images, placement, progress=advance, should_stop=should_stop)
     return open_cache(directory, fields)
+
+
+def _remove_if_still_damaged(directory: Path, fields: dict[str, Any]) -> bool:
+    """Remove a damaged cache under its build lock (another run may have removed or rebuilt it meanwhile)."""
+    with build_lock(directory):
+        if not directory.exists():
+            return False  # another run removed it: it rebuilds it, or already did under this lock
+        try:
+            open_cache(directory, fields)
+            return False  # rebuilt by another run while this one waited
+        except CacheDamagedError:
+            shutil.rmtree(directory)
+            return True
 
 
 class _progress:
@@ -212,9 +230,11 @@ def worth_building(cfg: RunConfig, loader: ArrayLoader, views: Views) -> bool:
 
 def serve_teacher_cache(
     cfg: RunConfig, loader: Any, teacher: nn.Module, teacher_info: dict[str, Any] | None, placement: Placement,
-    dist: DistContext, console: Console,
+    dist: DistContext, console: Console, should_stop: Callable[[], bool] | None = None,
 ) -> Any:  # fmt: skip
-    """The training loader to use: `loader` itself (teacher run live), or a CachedTeacherLoader over it."""
+    """The training loader to use: `loader` itself (teacher run live), or a CachedTeacherLoader over it.
+
+    `should_stop()` (a SIGTERM or Ctrl-C) ends a build between chunks with `StoppedBySignal`."""
     assert cfg.teacher is not None
     mode = cfg.teacher.cache
     if mode == "off":
@@ -232,7 +252,8 @@ def serve_teacher_cache(
     def prepare() -> bool:
         try:
             opened = ensure_cache(fields, loader, teacher, placement, console, build=build,
-                                  rebuild_damaged=mode == "auto", progress=cfg.engine.progress)  # fmt: skip
+                                  rebuild_damaged=mode == "auto", progress=cfg.engine.progress,
+                                  should_stop=should_stop)  # fmt: skip
         except NotEnoughDiskError as exc:
             if mode == "on":
                 raise

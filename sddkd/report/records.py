@@ -1,10 +1,11 @@
 """Run records: read every result.json under a folder, tell dead runs from live ones, group seeds into rows.
 
 No torch import. A run is any folder holding `result.json` (schema in docs/architecture.md). Its state is
-the record's status, except that a `running` record whose pid is dead on this host, or whose `updated` is
-stale, is `incomplete`. Runs group into rows by their whole recipe except the seed (`recipe_key`; records older
-than it by dataset, method, teacher -> student, M and epochs); a row's statistics cover its finished runs only, as
-mean ± sample standard deviation (n - 1; none for one seed). Keys whose values differ between rows of one
+the record's status, except that a locked directory is `running`, and a `running` record is `incomplete` when
+its directory is not locked (on this host), or its `updated` is stale (records of other hosts). Runs group into
+rows by their whole recipe except the seed (`recipe_key`; records older than it by dataset, method,
+teacher -> student, M and epochs); a row's statistics cover its finished runs only, as mean ± sample standard
+deviation (n - 1; none for one seed). Keys whose values differ between rows of one
 (dataset, method, pair) become the report's setting columns. Partial runs (smoke runs: `--max-steps`, or fewer
 epochs than their preset) are left out unless asked for.
 """
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from sddkd.errors import UserError
 from sddkd.methods import report_order, report_rank
 from sddkd.report.anchors import Anchor, lookup
+from sddkd.run_lock import lock_holder, locks_supported
 from sddkd.runs import pid_alive
 from sddkd.scales import Scales, parse_scales
 
@@ -54,9 +56,9 @@ class Run:
     seed: int
     epochs: int
     epochs_done: int
-    best_top1: float
-    last_top1: float
-    best_top5: float
+    best_top1: float | None  # None until a run's first evaluation (e.g. one that failed before it)
+    last_top1: float | None
+    best_top5: float | None
     updated: str | None
     host: str | None
     pid: int | None
@@ -156,26 +158,58 @@ def _count(data: dict[str, Any], key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _accuracy(data: dict[str, Any], key: str, required: bool) -> float | None:
+    """A percentage: a finite number from 0 to 100 (a record can hold NaN, 1e309 or a 400-digit int)."""
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"field {key!r} is missing or not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if not 0.0 <= number <= 100.0:  # also false for NaN
+        raise ValueError(f"field {key!r} is {number!r}, not a percentage from 0 to 100")
+    return number
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
 def parse_time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)  # an offset at the ends of the calendar overflows here, not later
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def run_state(data: dict[str, Any], now: datetime, hostname: str) -> RunState:
-    """The state a reader should show: a `running` record whose process is gone is `incomplete`."""
+def run_state(data: dict[str, Any], now: datetime, hostname: str, owned: bool | None = None) -> RunState:
+    """The state a reader should show: a `running` record whose process is gone is `incomplete`.
+
+    `owned`: whether a process holds the run directory's lock (None: not known, e.g. no flock on this platform).
+    The lock is the truth where it can be: a pid can be reused by an unrelated process. A record of another host
+    whose directory is not locked may be a copy of a live run's folder, so there the `updated` time decides.
+    """
     status = data["status"]
+    if owned:
+        return "running"
     if status == "interrupted":  # stopped by a signal with a checkpoint: `--resume` continues it
         return "incomplete"
     if status != "running":
         return status
     pid = data.get("pid")
-    if data.get("host") == hostname and isinstance(pid, int) and pid > 0 and not pid_alive(pid):
-        return "incomplete"
+    if data.get("host") == hostname:
+        if owned is False:
+            return "incomplete"
+        if isinstance(pid, int) and pid > 0 and not pid_alive(pid):
+            return "incomplete"
     updated = parse_time(data.get("updated"))
     epochs_done, wall = _count(data, "epochs_done"), data.get("wall_seconds")
     epoch_seconds = wall / epochs_done if isinstance(wall, (int, float)) and epochs_done > 0 else 0.0
@@ -201,10 +235,11 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
     raw_recipe = data.get("recipe")
     recipe: dict[str, Any] = raw_recipe if isinstance(raw_recipe, dict) else {}
     recipe_key = data.get("recipe_key") if isinstance(data.get("recipe_key"), str) else None
+    finished = data["status"] == "finished"  # only a finished run must have been evaluated
     return Run(
         path=path.parent,
-        run_name=data.get("run_name") or path.parent.name,
-        state=run_state(data, now, hostname),
+        run_name=_text(data, "run_name") or path.parent.name,
+        state=run_state(data, now, hostname, _owned(path.parent)),
         dataset=_field(data, "dataset", str),
         method=method,
         teacher=None if vanilla else _field(data, "teacher", str),
@@ -213,18 +248,24 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         seed=_field(data, "seed", int),
         epochs=_field(data, "epochs", int),
         epochs_done=_count(data, "epochs_done"),
-        best_top1=float(_field(data, "best_top1", (int, float))),
-        last_top1=float(_field(data, "last_top1", (int, float))),
-        best_top5=float(data.get("best_top5") or 0.0),
-        updated=data.get("updated"),
-        host=data.get("host"),
-        pid=pid if isinstance(pid, int) else None,
-        error=data.get("error"),
+        best_top1=_accuracy(data, "best_top1", finished),
+        last_top1=_accuracy(data, "last_top1", finished),
+        best_top5=_accuracy(data, "best_top5", False) if data.get("best_top5") is not None else None,
+        updated=_text(data, "updated"),
+        host=_text(data, "host"),
+        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+        error=data.get("error") if data.get("error") is None else str(data.get("error")),
         recipe_key=recipe_key,
         recipe=recipe,
         partial=data.get("partial") is True,
         teacher_top1=_teacher_top1(data),
     )
+
+
+def _owned(run_dir: Path) -> bool | None:
+    if not locks_supported():
+        return None
+    return lock_holder(run_dir) is not None
 
 
 def _teacher_top1(data: dict[str, Any]) -> float | None:
@@ -246,7 +287,7 @@ def load_runs(runs_dir: Path, now: datetime | None = None) -> tuple[list[Run], l
         shown = path.relative_to(runs_dir)
         try:
             run = parse_run(path, json.loads(path.read_text(encoding="utf-8")), now, hostname)
-        except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError: a ValueError
             warnings.append(f"skipping {shown}: {error}")
             continue
         key = (group_key(run), run.seed)
@@ -297,7 +338,7 @@ def summarize(runs: Sequence[Run]) -> list[Row]:
     for key, members in groups.items():
         dataset, method, teacher, student, scales, epochs, _ = key
         finished = finished_runs[key]
-        best = MeanStd.of([r.best_top1 for r in finished])
+        best = MeanStd.of(_values(finished, "best_top1"))
         m1_mean = best_means.get((dataset, method, teacher, student, epochs, _without_scales(members[0].recipe)))
         anchor = lookup(dataset, method, teacher, student, scales)
         rows.append(
@@ -311,8 +352,8 @@ def summarize(runs: Sequence[Run]) -> list[Row]:
                 seeds=tuple(r.seed for r in finished),
                 states={s: n for s in STATES if (n := sum(r.state == s for r in members))},
                 best_top1=best,
-                last_top1=MeanStd.of([r.last_top1 for r in finished]),
-                best_top5=MeanStd.of([r.best_top5 for r in finished]),
+                last_top1=MeanStd.of(_values(finished, "last_top1")),
+                best_top5=MeanStd.of(_values(finished, "best_top5")),
                 delta_vs_m1=best.mean - m1_mean if best and m1_mean is not None and scales != (1,) else None,
                 published=anchor,
                 delta_vs_published=best.mean - anchor.top1 if best and anchor else None,
@@ -341,8 +382,13 @@ def with_settings(rows: Sequence[Row], keys: Sequence[str]) -> list[Row]:
     return [replace(row, settings={k: row.recipe.get(k) for k in keys}) for row in rows]
 
 
+def _values(runs: Sequence[Run], name: str) -> list[float]:
+    """The runs' recorded values of one accuracy (a finished run always has top-1; top-5 may be missing)."""
+    return [value for run in runs if (value := getattr(run, name)) is not None]
+
+
 def _mean_best(runs: Sequence[Run]) -> float:
-    return statistics.fmean(run.best_top1 for run in runs)
+    return statistics.fmean(_values(runs, "best_top1"))
 
 
 def build_report(runs_dir: Path, now: datetime | None = None, include_partial: bool = False) -> Report:
@@ -354,7 +400,7 @@ def build_report(runs_dir: Path, now: datetime | None = None, include_partial: b
         raise ReportError(f"{runs_dir} is not a folder: pass the folder given to train or suite as --out")
     runs, warnings = load_runs(runs_dir, now)
     if not runs:
-        found = "no readable runs" if warnings else "no runs"
+        found = f"no readable runs ({warnings[0]})" if warnings else "no runs"
         raise ReportError(
             f"{found} under {runs_dir}: a run is a folder holding result.json, as written by "
             "`sddkd train` or `sddkd suite` into their --out folder"

@@ -54,9 +54,14 @@ def generate_report(
         from sddkd.report.plots import require_matplotlib
 
         require_matplotlib()  # before any work, so a missing extra costs nothing
-    out_dir = out_dir or runs_dir
-    if out_dir.exists() and not out_dir.is_dir():
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ReportError(
+            f"{runs_dir} is a file, not a folder of runs: pass the folder `sddkd train` or `sddkd suite` wrote into "
+            "(their --out, logs/ by default)"
+        )
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ReportError(f"--out {out_dir} is a file: pass a folder")
+    out_dir = out_dir or runs_dir
     report = build_report(runs_dir, now, include_partial=include_partial)
     if plots:
         from sddkd.report.plots import write_plots
@@ -122,7 +127,8 @@ def _run_cells(run: Run) -> list[str]:
     where = f"{run.host or '?'}:{run.pid if run.pid is not None else '?'}"
     error = run.error.strip().splitlines()[0] if run.error and run.error.strip() else ""
     progress = f"{run.epochs_done}/{run.epochs}"
-    return [run.run_name, run.state, progress, f"{run.best_top1:.2f}", _short_time(run.updated), where, error]
+    best = NONE if run.best_top1 is None else f"{run.best_top1:.2f}"
+    return [run.run_name, run.state, progress, best, _short_time(run.updated), where, error]
 
 
 def _short_time(text: str | None) -> str:
@@ -208,6 +214,7 @@ TERMINAL_LEGEND = (
     "sample std over the n finished seeds; ep = epochs; ΔM1 = best minus the same pair and method at M=(1); "
     "pub = published (best epoch); Δpub = best minus pub. Top-1 in %."
 )
+EP_LEGEND = " ep = epochs;"  # only when a table shows the ep column (one length per dataset goes in its title)
 
 
 # Short headers for the keys a sweep usually varies; others go by their last dotted part.
@@ -264,7 +271,9 @@ def render_table(report: Report, width: int | None = None) -> Group:
     for dataset in dict.fromkeys(row.dataset for row in report.rows):
         rows = [row for row in report.rows if row.dataset == dataset]
         parts.append(_terminal_table(dataset, rows, report.setting_keys, narrow))
-    legend = TERMINAL_LEGEND
+    shows_ep = any(len({row.epochs for row in report.rows if row.dataset == dataset}) > 1
+                   for dataset in {row.dataset for row in report.rows})  # fmt: skip
+    legend = TERMINAL_LEGEND if shows_ep else TERMINAL_LEGEND.replace(EP_LEGEND, "")
     if report.setting_keys:
         named = ", ".join(f"{short} = {key}" for key, short in terminal_names(report.setting_keys).items())
         legend += f" Swept settings: {named}."

@@ -200,7 +200,8 @@ def plan_suite(
                     cfg = _load(source, preset_ref, scales, dataset, overrides)
                     _add(source, runs, PlannedRun(run_name(cfg), preset, cfg, config_hash(cfg)))
     if spec.teachers == "train" or train_teachers:
-        register = spec.teachers != "train"  # a suite that trains its own teachers keeps them out of the store
+        # a suite that trains its own teachers distils from them, and registers each only where the store has none
+        register = spec.teachers != "train"
         runs = _with_teacher_runs(source, runs, out, dataset, common, register=register, store=store)
     if only:
         runs = _select(source, runs, only)
@@ -304,7 +305,8 @@ def _teacher_run(
     cfg = _load(source, preset, None, dataset, [*overrides, "seed=0"])
     if (cfg.data.name, cfg.data.num_classes) != (student.config.data.name, student.config.data.num_classes):
         raise SuiteError(f"suite {source.name}: teacher preset {preset} trains on other data than {student.preset}")
-    return PlannedRun(run_name(cfg), preset, cfg, config_hash(cfg), trains_teacher=True, register_teacher=register)
+    return PlannedRun(run_name(cfg), preset, cfg, config_hash(cfg), trains_teacher=True, register_teacher=register,
+                      register_if_missing=not register)  # fmt: skip
 
 
 def _distil_from(student: PlannedRun, teacher: PlannedRun, checkpoint: Path) -> PlannedRun:

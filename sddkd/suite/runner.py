@@ -78,6 +78,9 @@ class PlannedRun:
     depends_on: tuple[str, ...] = ()  # runs of the plan that must finish first (the teacher it distils from)
     trains_teacher: bool = False  # a vanilla run whose best checkpoint other runs distil from
     register_teacher: bool = False  # copy its best checkpoint into the teacher store once it finishes
+    # `teachers: train`: the teacher a suite trains for itself is also registered, where the store has none, so
+    # that later `sddkd train` runs find it by name (the smoke suite's synthetic teacher); never a replacement
+    register_if_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ def take_recorded_state(plan: SuitePlan, item: RunProgress, store: TeacherStore 
     recorded = read_run_state(plan.run_dir(item.run), item.run.config_hash)
     if recorded.state == "finished":
         item.status, item.note = "skipped", "finished earlier"
-        if item.run.register_teacher:
+        if item.run.register_teacher or item.run.register_if_missing:
             _register(plan, item, recorded.record, store)
     elif recorded.state == "running":
         holder = recorded.record.get("holder") or f"process {recorded.record.get('pid')}"
@@ -350,7 +353,7 @@ def _finish(plan: SuitePlan, item: RunProgress, returncode: int, store: TeacherS
         item.note = f"{cause}: {last}" if last else cause
         return
     item.status = "done"
-    if item.run.register_teacher:
+    if item.run.register_teacher or item.run.register_if_missing:
         record = read_run_state(plan.run_dir(item.run), item.run.config_hash).record
         _register(plan, item, record, store)
 
@@ -359,6 +362,8 @@ def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store:
     """Copy a trained teacher's best checkpoint into the store; a failure fails the run and blocks its students."""
     cfg = item.run.config
     best = plan.run_dir(item.run) / "checkpoints" / "best.pt"
+    if not item.run.register_teacher and not _store_lacks(store, cfg.data.name, cfg.student):
+        return  # a suite's own teacher: its students read it from the run directory, the store keeps its own
     if store is None:
         item.status, item.note = "failed", "cannot register the teacher: this installation lacks sddkd.teachers"
         return
@@ -374,6 +379,15 @@ def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store:
         item.status, item.note = "failed", f"registering the teacher failed: {exc}"
         return
     item.note = f"registered as teacher {cfg.data.name}/{cfg.student} ({stored})"
+
+
+def _store_lacks(store: TeacherStore | None, dataset: str, arch: str) -> bool:
+    if store is None:
+        return False  # nowhere to register it
+    try:
+        return store.find_teacher(dataset, arch) is None
+    except UserError:
+        return False  # a damaged stored teacher: `fetch-teachers --force` is the way to replace it, not a suite
 
 
 def last_line(log: Path | None) -> str:

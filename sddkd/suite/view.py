@@ -65,9 +65,13 @@ def plan_table(plan: SuitePlan) -> Table:
     """Run names already say dataset, method, pair, M and seed (JSON adds epochs, preset, teacher checkpoint);
     `after` gives the runs to wait for by number."""
     table = _table(f"suite {plan.name}: {len(plan.runs)} runs into {plan.out}")
-    for column in ("#", "run", "hash", "after"):
-        table.add_column(column, no_wrap=True, min_width=len(column))
     number = {run.name: str(i) for i, run in enumerate(plan.runs, 1)}
+    # Narrow terminals fold the run name onto a second line; numbers and hashes are never cut (`after` and
+    # SLURM's array indices refer to the numbers).
+    table.add_column("#", no_wrap=True, min_width=max(1, len(str(len(plan.runs)))))
+    table.add_column("run", overflow="fold")
+    table.add_column("hash", no_wrap=True, min_width=12)
+    table.add_column("after", overflow="fold")
     for row in plan_rows(plan):
         after = ", ".join(f"#{number[d]}" for d in row["depends_on"])
         table.add_row(number[row["run_name"]], row["run_name"], row["config_hash"], after)
@@ -78,14 +82,26 @@ def status_table(plan: SuitePlan) -> Table:
     table = _table(f"suite {plan.name} in {plan.out} (top-1 %)")
     rows = status_rows(plan)
     slurm = any(row["slurm_job"] for row in rows)
-    for column in ("run", "state", "epochs", "best", "last", "host", *(["job"] if slurm else [])):
-        table.add_column(column, no_wrap=True)
+    epochs = [f"{'-' if row['epochs_done'] is None else row['epochs_done']}/{row['epochs']}" for row in rows]
+    # The state, epochs and accuracies are never cut: at 80 columns the run name folds onto a second line and
+    # the host (the least needed) is shortened with an ellipsis.
+    table.add_column("run", overflow="fold")
+    table.add_column("state", no_wrap=True, min_width=max([len("state"), *(len(row["state"]) for row in rows)]))
+    table.add_column("epochs", no_wrap=True, min_width=max([len("epochs"), *map(len, epochs)]))
+    for column in ("best", "last"):
+        table.add_column(column, no_wrap=True, min_width=5)
+    hosts = any(row["host"] for row in rows)
+    if hosts:  # a suite nobody ran yet has no hosts: no empty column
+        table.add_column("host", no_wrap=True, overflow="ellipsis", max_width=16)
+    if slurm:
+        table.add_column("job", no_wrap=True, min_width=max(len(str(row["slurm_job"] or "")) for row in rows))
     for row in rows:
         done = "-" if row["epochs_done"] is None else row["epochs_done"]
         state = f"[{RECORDED_STATE_STYLE[row['state']]}]{row['state']}[/]"
         job = [str(row["slurm_job"] or "")] if slurm else []
+        host = [row["host"] or ""] if hosts else []
         table.add_row(row["run_name"], state, f"{done}/{row['epochs']}", _percent(row["best_top1"]),
-                      _percent(row["last_top1"]), row["host"] or "", *job)  # fmt: skip
+                      _percent(row["last_top1"]), *host, *job)  # fmt: skip
     return table
 
 

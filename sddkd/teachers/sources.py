@@ -156,12 +156,19 @@ def _train_hint(dataset: str, arch: str) -> str:
     from sddkd.config import list_presets
 
     preset = f"{dataset}/vanilla/{arch}"
+    # The same sentence serves the CLI and the Python API: name both ways of giving the checkpoint.
+    given = "with --teacher (in Python: the override teacher.checkpoint=PATH)"
     if preset not in list_presets():
-        return "train it with a vanilla preset of your own and pass its checkpoint with --teacher"
+        return f"train it with a vanilla preset of your own and pass its checkpoint {given}"
+    if dataset == "synthetic":
+        return (
+            f"`sddkd suite smoke` trains and registers it, or train it: `sddkd train --preset {preset}`, then "
+            f"pass RUN_DIR/checkpoints/best.pt {given}"
+        )
     then = (
         f"`sddkd fetch-teachers --dataset {dataset} --arch {arch} --source RUN_DIR/checkpoints/best.pt`"
         if dataset in SOURCES
-        else "pass RUN_DIR/checkpoints/best.pt with --teacher"
+        else f"pass RUN_DIR/checkpoints/best.pt {given}"
     )
     return f"train it: `sddkd train --preset {preset}`, then {then}"
 

@@ -61,17 +61,64 @@ def _index_path() -> Path:
 
 
 def read_index() -> dict[str, Any]:
-    """{"teachers": {"<dataset>/<arch>": entry}, "sources": {url: sha256 first seen}}."""
-    path = _index_path()
-    if not path.exists():
-        return {"teachers": {}, "sources": {}}
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise TeacherError(f"{path} is not valid JSON; delete it and run `sddkd fetch-teachers` again") from None
-    index.setdefault("teachers", {})
-    index.setdefault("sources", {})
+    """{"teachers": {"<dataset>/<arch>": entry}, "sources": {url: sha256 first seen}}; a damaged file is one
+    sentence (TeacherError) naming the way out."""
+    index, problem = _read_index_leniently()
+    if problem is not None:
+        raise TeacherError(
+            f"the teacher store's index {_index_path()} is damaged ({problem}); fetch or register the teacher again "
+            "(`sddkd fetch-teachers ... --force`, which rewrites its entry), or delete the index to start it over"
+        )
     return index
+
+
+def _entry_problem(name: object, entry: object) -> str | None:
+    if not isinstance(name, str) or name.count("/") != 1:
+        return f"entry {name!r} is not named dataset/arch"
+    if not isinstance(entry, dict):
+        return f"entry {name} is not an object"
+    sha256 = entry.get("sha256")
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        return f"entry {name} has no sha256"
+    for key in ("size", "mtime_ns"):
+        value = entry.get(key)
+        if key in entry or key == "size":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"entry {name} has no valid {key}"
+    return None
+
+
+def _read_index_leniently() -> tuple[dict[str, Any], str | None]:
+    """The index with its valid parts only, and what was wrong with it (None when nothing): writers rebuild a
+    damaged index from what is left, readers refuse it."""
+    path = _index_path()
+    empty: dict[str, Any] = {"teachers": {}, "sources": {}}
+    if not path.exists():
+        return empty, None
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return empty, "not valid JSON"
+    except OSError as exc:
+        raise TeacherError(f"cannot read the teacher store's index {path} ({exc.strerror})") from None
+    if not isinstance(raw, dict):
+        return empty, "not a JSON object"
+    problems: list[str] = []
+    teachers, sources = raw.get("teachers", {}), raw.get("sources", {})
+    if not isinstance(teachers, dict):
+        problems.append("'teachers' is not an object")
+        teachers = {}
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        problems.append("'sources' is not an object of checksums")
+        sources = {}
+    kept = {}
+    for name, entry in teachers.items():
+        problem = _entry_problem(name, entry)
+        if problem is None:
+            kept[name] = entry
+        else:
+            problems.append(problem)
+    return {**raw, "teachers": kept, "sources": sources}, (problems[0] if problems else None)
 
 
 @contextlib.contextmanager
@@ -83,7 +130,7 @@ def _updating_index() -> Iterator[dict[str, Any]]:
             import fcntl  # POSIX; elsewhere concurrent fetches are not expected
 
             fcntl.flock(lock, fcntl.LOCK_EX)
-        index = read_index()
+        index, _ = _read_index_leniently()  # a write repairs a damaged index: the bad parts are dropped
         yield index
         write_json_atomic(_index_path(), index)
 
@@ -162,13 +209,21 @@ def register_teacher(
     return final
 
 
-def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+def load_teacher(
+    path: Path, arch: str, dataset: str, num_classes: int, *, data_name: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The teacher in eval mode with gradients off, plus what a run records about it (JSON-ready): path, sha256,
     arch, dataset, published_top1 (what the field reports, if known) and recorded_top1 (stored in the file, if any).
+
+    `dataset` is the model geometry (`cifar100` for generated 32-px data too); `data_name`, the data the run
+    uses, is what the record names as its dataset (a synthetic run's teacher is not a CIFAR-100 teacher).
 
     Only tensors and plain containers are unpickled (`weights_only=True`); the state dict must fit `arch` exactly.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise TeacherError(f"teacher checkpoint {path} is {kind}; pass the checkpoint file itself")
     if not path.is_file():
         raise TeacherError(f"teacher checkpoint {path} does not exist; check the path or run `sddkd fetch-teachers`")
     state_dict, recorded = read_checkpoint(path)
@@ -176,14 +231,20 @@ def load_teacher(path: Path, arch: str, dataset: str, num_classes: int) -> tuple
     load_strict(model, state_dict, arch=arch, source=path, dataset=dataset)
     model.eval()
     model.requires_grad_(False)
+    named = data_name or dataset
     info = {
-        "path": str(path.resolve()), "sha256": _sha256_cached(path), "arch": arch, "dataset": dataset,
-        "published_top1": PUBLISHED_TOP1.get(dataset, {}).get(arch), "recorded_top1": recorded,
+        "path": str(path.resolve()), "sha256": _sha256_cached(path), "arch": arch, "dataset": named,
+        "published_top1": PUBLISHED_TOP1.get(named, {}).get(arch), "recorded_top1": recorded,
     }  # fmt: skip
     return model, info
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def teacher_sha256(path: Path) -> str:
+    """The sha256 a run records for this teacher file (from the store's index when it knows the file)."""
+    return _sha256_cached(Path(path))
 
 
 def _sha256_cached(path: Path) -> str:

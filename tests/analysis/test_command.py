@@ -104,6 +104,10 @@ def test_every_figure_and_the_json_are_written(analysed: dict[str, Path]):
         assert 300 < height < 2100
     numbers = json.loads((folder / ANALYSIS_JSON).read_text())
     assert numbers["inputs"]["test_samples"] == 24 and numbers["inputs"]["scales"] == [1, 2]
+    # a synthetic run's files say synthetic, not the CIFAR-100 geometry its models share
+    for role in ("student", "teacher", "baseline"):
+        assert numbers["inputs"][role]["dataset"] == "synthetic", role
+        assert numbers["inputs"][role]["published_top1"] is None, role
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "no temporary file left behind"
 
 

@@ -32,6 +32,48 @@ def test_the_bar_spans_the_whole_run_and_shows_epoch_loss_and_speed():
         assert task.fields["epoch"] == "3/3" and task.fields["loss"] == "0.3333" and task.fields["speed"] == "300"
 
 
+def test_during_an_epoch_the_bar_shows_that_epoch_its_step_loss_and_speed(monkeypatch):
+    import torch
+
+    from sddkd.engine import progress
+
+    clock = iter(float(t) for t in range(1000))  # every call a second later: every step may refresh
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    with run_bar(True, _terminal(), epochs=3, steps_per_epoch=19, max_steps=None, done_steps=0, start_epoch=1) as bar:
+        assert bar is not None
+        task = bar.progress.tasks[0]
+        bar.start_epoch(1, 19)
+        for step in range(1, 20):
+            bar(step, 4 * step, 0.1 * step, torch.tensor(9.0 * step))  # loss 9 all epoch, 40 img/s
+        bar.end_epoch(loss=9.0, images_per_s=40.0)
+        bar.start_epoch(2, 19)
+        assert (task.fields["loss"], task.fields["speed"], task.fields["epoch_step"]) == ("-", "-", "0")
+        for step in range(1, 6):
+            bar(step, 4 * step, 0.2 * step, torch.tensor(2.5 * step))  # epoch 2: loss 2.5, 20 img/s
+        assert task.fields["epoch"] == "2/3" and task.fields["epoch_step"] == "5" and task.fields["epoch_total"] == "19"
+        assert task.fields["loss"] == "2.5000" and task.fields["speed"] == "20"  # this epoch's, not epoch 1's
+        assert task.completed == 24 and task.total == 57  # the bar and the ETA still span the run
+    text = _rendered(3, 19, 2, 5)
+    assert "epoch 2/3" in text and "step 5/19" in text and "loss 2.5000" in text and "20 img/s" in text, text
+
+
+def _rendered(epochs: int, steps_per_epoch: int, epoch: int, steps: int) -> str:
+    """What the terminal shows mid-epoch (a rich Progress renders its columns into a Table)."""
+    import torch
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with run_bar(True, console, epochs=epochs, steps_per_epoch=steps_per_epoch, max_steps=None, done_steps=0,
+                 start_epoch=epoch) as bar:  # fmt: skip
+        assert bar is not None
+        bar.start_epoch(epoch, steps_per_epoch)
+        for step in range(1, steps + 1):
+            bar(step, 4 * step, 0.2 * step, torch.tensor(2.5 * step))
+        capture = Console(file=io.StringIO(), width=100)
+        capture.print(bar.progress.get_renderable())
+        return capture.file.getvalue()
+
+
 def test_the_bar_of_a_resumed_or_step_limited_run():
     console = _terminal()
     with run_bar(True, console, epochs=10, steps_per_epoch=4, max_steps=None, done_steps=12, start_epoch=4) as bar:

@@ -200,6 +200,27 @@ def test_a_full_disk_is_one_line_with_path_and_space_and_the_run_resumes(
     assert rows(tmp_path / RUN) == [1, 2, 3] and same_weights(weights(tmp_path / RUN), weights(reference))
 
 
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_run_folder_turned_read_only_mid_run_is_one_line_and_the_run_resumes(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch, code: int
+):
+    real_open, opened = Path.open, []
+
+    def refuse_second_epoch(self, *args, **kwargs):  # the folder turns read-only after the first metrics line
+        if self.name == "metrics.jsonl" and args[:1] == ("a",):
+            opened.append(self)
+            if len(opened) > 1:
+                raise OSError(code, os.strerror(code), str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_second_epoch)
+    line = one_error_line(train(tmp_path))
+    assert "cannot write" in line and "metrics.jsonl" in line and "--resume" in line, line
+    monkeypatch.setattr(Path, "open", real_open)
+    assert train(tmp_path, "--resume").exit_code == 0
+    assert rows(tmp_path / RUN) == [1, 2, 3] and same_weights(weights(tmp_path / RUN), weights(reference))
+
+
 def _mount_tmpfs(path: Path, size: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False

@@ -290,3 +290,131 @@ def test_cuda_serves_the_live_teacher_logits_from_either_residency(tmp_path: Pat
             live = teacher_regions(teacher, placement.images(images), cfg.scales)
         assert cached.device == live.device and cached.dtype == live.dtype == torch.bfloat16
         torch.testing.assert_close(cached.float(), live.float(), rtol=0.02, atol=0.05)
+
+
+# --- full disks, races on a damaged cache, and signals during a build ----------------------------------------------
+
+
+def test_a_build_reserves_its_whole_file_before_computing(tmp_path: Path):
+    """Allocated, not sparse: a second build (of another cache) then sees the space as taken."""
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    placement, loader, teacher, info = run_parts(cfg)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=1, stop_after_chunks=0)
+    data = tmp_path / "c.partial" / "logits.bin"
+    assert data.stat().st_blocks * 512 >= data.stat().st_size > 0
+
+
+def test_a_disk_that_fills_up_is_one_line_and_auto_runs_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import errno
+    import os
+
+    from sddkd.engine import teacher_cache
+    from sddkd.engine.teacher_cache import NotEnoughDiskError
+    from sddkd.files import DiskFullError
+
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    long = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": 162})})  # auto builds
+    placement, loader, teacher, info = run_parts(long)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)  # another build took the space since the check
+    with pytest.raises(NotEnoughDiskError, match="more than is free"):
+        build_for_config(cfg, QUIET, progress=False)
+    assert all(p.stat().st_size == 0 for p in cache_root().rglob("logits.bin")), "the failed reservation is undone"
+    assert serve_teacher_cache(long, loader, teacher, info, placement, DistContext(), QUIET) is loader
+    monkeypatch.undo()
+    monkeypatch.setenv("SDDKD_HOME", str(tmp_path / "home"))
+
+    calls = []
+
+    def full_after_one(path, payload, **kwargs):  # the manifest of the second chunk finds the disk full
+        calls.append(path)
+        if len(calls) > 1:
+            raise DiskFullError(f"no space left on the device of {path}")
+        return real_write(path, payload, **kwargs)
+
+    real_write = teacher_cache.write_json_atomic
+    monkeypatch.setattr(teacher_cache, "write_json_atomic", full_after_one)
+    monkeypatch.setattr(teacher_cache, "CHUNK_BYTES", 1)
+    with pytest.raises(NotEnoughDiskError, match="filled up while building") as error:
+        build_for_config(cfg, QUIET, progress=False)
+    assert "\n" not in str(error.value) and "resumes there" in str(error.value)
+    calls.clear()
+    assert serve_teacher_cache(long, loader, teacher, info, placement, DistContext(), QUIET) is loader
+
+
+def test_runs_meeting_one_damaged_cache_rebuild_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import threading
+    import time
+
+    from sddkd.engine import teacher_cache_serve
+
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    opened = build_for_config(cfg, QUIET, progress=False)
+    reference, fields, data = opened.logits.clone(), opened.manifest["fields"], opened.directory / "logits.bin"
+    del opened
+    with open(data, "r+b") as handle:
+        handle.truncate(data.stat().st_size - 7)
+    real_rmtree = shutil.rmtree
+
+    def slow_rmtree(path, *args, **kwargs):  # widen the window in which the others find the cache damaged too
+        time.sleep(0.3)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(teacher_cache_serve.shutil, "rmtree", slow_rmtree)
+    placement, loader, teacher, _ = run_parts(cfg)
+    results: list[object] = []
+
+    def one_run() -> None:
+        try:
+            served = ensure_cache(fields, loader, teacher, placement, QUIET, build=True, rebuild_damaged=True)
+            results.append(served.logits.clone() if served is not None else None)
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever a run met
+            results.append(exc)
+
+    runs = [threading.Thread(target=one_run) for _ in range(3)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    assert len(results) == 3 and all(isinstance(r, torch.Tensor) and torch.equal(r, reference) for r in results), [
+        type(r).__name__ + (f": {r}" if isinstance(r, Exception) else "") for r in results]  # fmt: skip
+
+
+def test_sigterm_during_a_cache_build_stops_between_chunks_and_resume_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import os
+    import signal
+
+    from sddkd.engine import teacher_cache
+
+    teacher = teacher_file(tmp_path / "t.pth")
+    args = ["train", "-p", "synthetic/sdd_kd_lskd/res20_res8", "--M", "1,2,4", "--teacher", str(teacher),
+            "--name", "cached", "--out", str(tmp_path / "logs"), "--set", "teacher.cache=on",
+            *[a for o in TINY for a in ("--set", o)]]  # fmt: skip
+    real_compute, chunks = teacher_cache._compute_chunk, []
+
+    def compute_then_sigterm(*a, **k):
+        chunks.append(1)
+        if len(chunks) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives during the first chunk
+        return real_compute(*a, **k)
+
+    monkeypatch.setattr(teacher_cache, "CHUNK_BYTES", 1)  # one image per chunk: 5 chunks
+    monkeypatch.setattr(teacher_cache, "_compute_chunk", compute_then_sigterm)
+    stopped = CliRunner().invoke(app, args)
+    assert stopped.exit_code == 143, stopped.output
+    assert len(chunks) == 1, "the build went on after the signal"
+    record = json.loads((tmp_path / "logs" / "cached" / "result.json").read_text())
+    assert record["status"] == "interrupted" and "while building the teacher-logit cache" in record["error"]
+    (partial,) = cache_root().glob("*.partial")
+    assert len(json.loads((partial / "manifest.json").read_text())["chunks"]) == 1
+
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(chunks) == 5, "the resumed build computed only the four chunks left"
+    assert json.loads((tmp_path / "logs" / "cached" / "result.json").read_text())["status"] == "finished"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from sddkd.cli import app
 from sddkd.report.anchors import lookup
 from sddkd.report.records import ReportError, Row, build_report, run_state
 from sddkd.report.render import generate_report
+from sddkd.run_lock import acquire_run_lock
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()
@@ -62,7 +65,7 @@ def write_run(root: Path, folder: str, **fields: object) -> Path:
 
 
 @pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
+def runs_dir(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "logs"
     for seed, (best, last) in enumerate([(76.0, 75.8), (76.4, 76.1), (76.2, 76.0)]):
         write_run(root, f"suite/m1-s{seed}", seed=seed, best_top1=best, last_top1=last)
@@ -74,12 +77,16 @@ def runs_dir(tmp_path: Path) -> Path:
               last_top1=72.1)  # fmt: skip
     write_run(root, "live", scales=[1, 2, 4], status="running", epochs_done=2, pid=os.getpid(), host=HOST)
     write_run(root, "dead", scales=[1, 4], status="running", epochs_done=1, pid=_dead_pid(), host=HOST)
+    # killed, and its pid since given to an unrelated live process (this one): no lock, so not running
+    write_run(root, "reused", scales=[1, 4], seed=1, status="running", epochs_done=1, pid=os.getpid(), host=HOST)
     write_run(root, "crashed", scales=[1, 2, 4], seed=1, status="failed", epochs_done=3,
               error="RuntimeError: [rank0] non-finite loss at step 120\nTraceback ...")  # fmt: skip
     (root / "broken").mkdir()
     (root / "broken" / "result.json").write_text('{"status": "finished", "method": ')
     (root / "notes").mkdir()  # a folder without result.json is not a run
-    return root
+    lock = acquire_run_lock(root / "live")  # the live run's owner
+    yield root
+    lock.release()
 
 
 def _row(rows: list[Row], method: str, scales: tuple[int, ...] | None) -> Row:
@@ -117,10 +124,11 @@ def test_unfinished_runs_are_shown_as_such(runs_dir: Path) -> None:
     report = build_report(runs_dir)
     states = {run.run_name: run.state for run in report.runs}
     assert states["live"] == "running" and states["dead"] == "incomplete" and states["crashed"] == "failed"
-    assert {run.run_name for run in report.unfinished} == {"live", "dead", "crashed"}
+    assert states["reused"] == "incomplete"  # the lock decides, not a pid that now names another process
+    assert {run.run_name for run in report.unfinished} == {"live", "dead", "crashed", "reused"}
     m124 = _row(report.rows, "sdd_kd_lskd", (1, 2, 4))
     assert m124.states == {"running": 1, "failed": 1} and m124.seeds == () and m124.best_top1 is None
-    assert _row(report.rows, "sdd_kd_lskd", (1, 4)).states == {"incomplete": 1}
+    assert _row(report.rows, "sdd_kd_lskd", (1, 4)).states == {"incomplete": 2}
 
 
 def test_run_state_rules() -> None:
@@ -131,6 +139,10 @@ def test_run_state_rules() -> None:
     assert run_state({**base, "host": "elsewhere", "pid": 1, "updated": old}, now, HOST) == "incomplete"
     assert run_state({**base, "host": HOST, "pid": os.getpid(), "updated": old}, now, HOST) == "incomplete"
     assert run_state({**base, "host": HOST, "pid": _dead_pid(), "updated": fresh}, now, HOST) == "incomplete"
+    # the lock decides where it is known: a live pid without it is a reused pid, a locked directory is running
+    assert run_state({**base, "host": HOST, "pid": os.getpid(), "updated": fresh}, now, HOST, False) == "incomplete"
+    assert run_state({**base, "host": HOST, "pid": os.getpid(), "updated": fresh}, now, HOST, None) == "running"
+    assert run_state({**base, "status": "failed", "updated": fresh}, now, HOST, True) == "running"
     zulu = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert run_state({**base, "host": "elsewhere", "updated": zulu}, now, HOST) == "running"
     # slow epochs (an hour each) stay running for three epoch lengths without an update
@@ -313,3 +325,47 @@ def test_plots_draw_the_learned_temperature_of_ctkd_runs(runs_dir: Path, tmp_pat
     assert png.read_bytes().startswith(PNG_SIGNATURE) and image.imread(png).ndim == 3
     (ctkd,) = [run for run in load_runs(runs_dir)[0] if run.path.name == "ctkd-s1"]
     assert read_method_metric(ctkd, "temperature") == {1: 4.0, 2: 5.0, 3: 6.0, 4: 7.0}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"best_top1": float("nan")}, {"last_top1": float("inf")}, {"best_top1": 10**400}, {"best_top5": [1, 2]},
+     {"run_name": 7}, {"updated": "9999-12-31T23:59:59-14:00", "status": "running"}, {"updated": 12},
+     {"updated": ["x"], "status": "failed"},
+     {"error": {"not": "text"}, "status": "failed"}],
+    ids=["nan", "1e309", "400-digit", "list-top5", "int-name", "year-9999", "int-updated", "list-updated",
+         "dict-error"],
+)  # fmt: skip
+def test_one_bad_record_never_breaks_the_report(tmp_path: Path, bad: dict[str, object]) -> None:
+    root = tmp_path / "logs"
+    write_run(root, "good")
+    write_run(root, "bad", seed=1)
+    record = json.loads((root / "bad" / "result.json").read_text())
+    (root / "bad" / "result.json").write_text(json.dumps({**record, **bad}))  # NaN, Infinity: as Python writes them
+    runner = CliRunner(env={"COLUMNS": "160"})
+    for fmt in ("table", "md", "csv", "json"):
+        result = runner.invoke(app, ["report", str(root), "--out", str(tmp_path / "out"), "--format", fmt])
+        assert result.exit_code == 0 and "Traceback" not in result.output, (fmt, result.output)
+    report = build_report(root)
+    assert "good" in {run.run_name for run in report.runs}
+    numeric = next(iter(bad)) in ("best_top1", "last_top1", "best_top5")
+    assert any("skipping bad/result.json" in w for w in report.warnings) == numeric, report.warnings
+
+
+def test_the_legend_explains_ep_only_when_a_table_shows_it(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from sddkd.report.render import render_table
+
+    def shown(root: Path) -> str:
+        out = Console(file=io.StringIO(), width=160)
+        out.print(render_table(build_report(root), width=160))
+        return out.file.getvalue()
+
+    write_run(tmp_path / "one", "a")
+    text = shown(tmp_path / "one")
+    assert "4 epochs" in text and "ep = epochs" not in text  # one length: in the title, no ep column
+    write_run(tmp_path / "two", "a")
+    write_run(tmp_path / "two", "b", epochs=8, epochs_done=8)
+    text = shown(tmp_path / "two")
+    assert " ep " in text and "ep = epochs" in text

@@ -166,6 +166,44 @@ def test_dry_run_table_lists_runs_and_dependencies():
     assert "synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0" in result.output and "#1" in result.output
 
 
+def test_tables_stay_whole_at_80_columns(tmp_path):
+    """No ellipsis at 80 columns: the run names fold, states, epochs, accuracies, numbers and hashes stay whole."""
+    plan = plan_suite(load_suite("cifar100"), out=tmp_path)
+    finished = plan.runs[0]
+    (tmp_path / finished.name).mkdir()
+    (tmp_path / finished.name / "result.json").write_text(json.dumps(
+        {"config_hash": finished.config_hash, "status": "finished", "epochs": 240, "epochs_done": 240,
+         "best_top1": 76.41, "last_top1": 76.02, "host": "gpu-node-with-a-long-name-7"}))  # fmt: skip
+    status = runner.invoke(app, ["suite", "cifar100", "--status", "--out", str(tmp_path)], env={"COLUMNS": "80"})
+    assert status.exit_code == 0, status.output
+    lines = status.output.splitlines()
+    assert max(map(len, lines)) <= 80
+    header = next(line for line in lines if line.lstrip().startswith("run "))
+    assert all(f" {word}" in header for word in ("state", "epochs", "best", "last")), header
+    assert "finished" in status.output and "240/240" in status.output and "76.41" in status.output
+    assert "76.02" in status.output and "-/240" in status.output
+    joined = "".join(line.strip().split(" ")[0] for line in lines)
+    assert finished.name in joined  # the folded name reads whole
+    dry = runner.invoke(app, ["suite", "cifar100", "--dry-run", "--out", str(tmp_path)], env={"COLUMNS": "80"})
+    numbers = [line.split()[0] for line in dry.output.splitlines() if any(r.config_hash in line for r in plan.runs)]
+    assert numbers == [str(i) for i in range(1, 24)], dry.output
+    assert all(run.config_hash in dry.output for run in plan.runs) and "…" not in dry.output
+
+
+def test_analyze_prints_its_folder_whole_at_80_columns(tmp_path):
+    from types import SimpleNamespace
+
+    from sddkd.cli import print_analysis
+
+    folder = tmp_path / "logs" / ("synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0" * 2) / "analysis"
+    summary = {"top1": {"teacher": 60.0, "student": 55.0}, "agreement": {"top1": 0.8},
+               "correlation_difference": {"mean": 0.01},
+               "calibration": {"teacher": {"ece": 0.02}, "student": {"ece": 0.03}}}  # fmt: skip
+    out = StringIO()
+    print_analysis(Console(file=out, width=80), SimpleNamespace(summary=summary, files=[1, 2], out_dir=folder))
+    assert str(folder) in out.getvalue().replace("\n", " ").split("into ")[-1]
+
+
 def test_unknown_suite_names_close_matches():
     result = runner.invoke(app, ["suite", "cifar10", "--dry-run"])
     assert result.exit_code == 2
@@ -395,6 +433,20 @@ def test_train_teachers_trains_only_missing_teachers_and_registers_them(tmp_path
     assert {row["teacher_checkpoint"] for row in plan_rows(again)} == {"store"}
 
 
+def test_the_smoke_suite_registers_its_teacher_where_the_store_has_none(tmp_path, fake):
+    """After `sddkd suite smoke`, `sddkd train` of a synthetic distillation preset finds the teacher by name."""
+    store = FakeStore()
+    plan = plan_suite(load_suite("smoke"), out=tmp_path / "logs", store=store)
+    assert run_suite(plan, devices="cpu", per_device=3, launcher=fake.launcher, store=store).ok
+    best = tmp_path / "logs" / "synthetic-vanilla-resnet20-s0" / "checkpoints" / "best.pt"
+    assert store.registered == [("synthetic", "resnet20", best, 50.0)]
+
+    kept = FakeStore(stored=[("synthetic", "resnet20")])  # a teacher of the user's own is never replaced
+    plan = plan_suite(load_suite("smoke"), out=tmp_path / "again", store=kept)
+    outcome = run_suite(plan, devices="cpu", per_device=3, launcher=fake.launcher, store=kept)
+    assert outcome.ok and kept.registered == []
+
+
 def test_a_killed_suite_resumes_the_unfinished_run(tmp_path, fake):
     """SIGTERM stops the suite and its child; the next invocation skips what finished and resumes the rest."""
     path = tmp_path / "two.yaml"
@@ -438,7 +490,12 @@ def test_run_directory_states(tmp_path):
     assert write(status="finished", config_hash="other") == "conflict"
     assert write(status="running", config_hash="other") == "conflict"
     assert write(status="failed") == "failed"
+    assert write(status="running", pid=os.getpid()) == "incomplete"  # a live (reused) pid, but no lock
+    from sddkd.run_lock import acquire_run_lock
+
+    lock = acquire_run_lock(tmp_path)
     assert write(status="running", pid=os.getpid()) == "running"
+    lock.release()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert write(status="running", pid=dead.pid) == "incomplete"
@@ -451,13 +508,17 @@ def test_runs_running_elsewhere_or_holding_another_recipe_are_not_started(tmp_pa
     plan = plan_suite(
         suite_file(tmp_path, "seeds: [0, 1]\nruns:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path
     )
+    from sddkd.run_lock import acquire_run_lock
+
     for run, record in zip(plan.runs, [{"config_hash": plan.runs[0].config_hash, "status": "running"},
                                        {"config_hash": "0123456789ab", "status": "finished"}]):  # fmt: skip
         (tmp_path / run.name).mkdir()
         (tmp_path / run.name / "result.json").write_text(
             json.dumps({**record, "pid": os.getpid(), "host": os.uname().nodename})
         )
+    owner = acquire_run_lock(tmp_path / plan.runs[0].name)
     outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
+    owner.release()
     assert fake.calls() == [] and outcome.runs[0].status == "elsewhere"  # neither trained nor counted as failed
     assert "running elsewhere (process" in outcome.runs[0].note
     (conflict,) = outcome.failures
@@ -475,6 +536,16 @@ def test_a_run_whose_directory_is_locked_is_left_to_its_owner(tmp_path, fake):
         lock.release()
     assert fake.calls() == [] and outcome.runs[0].status == "elsewhere" and outcome.ok
     assert f"process {os.getpid()} on" in outcome.runs[0].note
+
+
+def test_a_dead_run_whose_pid_was_reused_is_resumed(tmp_path, fake):
+    plan = plan_suite(suite_file(tmp_path, "runs:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path)
+    (tmp_path / plan.runs[0].name).mkdir()
+    (tmp_path / plan.runs[0].name / "result.json").write_text(json.dumps(
+        {"config_hash": plan.runs[0].config_hash, "status": "running", "pid": os.getpid(),
+         "host": os.uname().nodename}))  # fmt: skip  # SIGKILLed; its pid now names this (unrelated) process
+    outcome = run_suite(plan, devices="cpu", launcher=fake.launcher)
+    assert [("--resume" in c["argv"]) for c in fake.calls()] == [True] and outcome.runs[0].status != "elsewhere"
 
 
 def test_a_run_that_cannot_start_fails_alone(tmp_path):

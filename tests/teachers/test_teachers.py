@@ -304,3 +304,38 @@ def test_a_teacher_trained_on_generated_data_registers_with_its_run_config(home:
     torch.save({"model": model.state_dict()}, tmp_path / "bare.pt")
     with pytest.raises(TeacherError, match="class count is unknown"):
         register_teacher("synthetic", "resnet8", tmp_path / "bare.pt", origin="hand-made")
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(bytes(range(256)) * 4, "not valid JSON"), (b"[]", "not a JSON object"),
+     (b'{"teachers": []}', "'teachers' is not an object"), (None, "entry synthetic/resnet8 has no valid size")],
+    ids=["random-bytes", "list", "teachers-list", "entry-without-size"],
+)  # fmt: skip
+def test_a_damaged_index_is_one_line_and_registering_again_repairs_it(
+    home: Path, tmp_path: Path, content: bytes | None, said: str
+) -> None:
+    from sddkd.config import load_config
+
+    cfg = load_config("synthetic/vanilla/resnet8")
+    best = tmp_path / "best.pt"
+    model = create_model("resnet8", num_classes=10, dataset="cifar100")
+    torch.save({"model": model.state_dict(), "epoch": 8, "accuracy": 55.0, "config": cfg.model_dump(mode="json")},
+               best)  # fmt: skip
+    register_teacher("synthetic", "resnet8", best, origin="test")
+    index = home / "teachers" / "index.json"
+    if content is None:
+        data = json.loads(index.read_text())
+        del data["teachers"]["synthetic/resnet8"]["size"]
+        content = json.dumps(data).encode()
+    index.write_bytes(content)
+
+    with pytest.raises(TeacherError, match="is damaged") as error:
+        find_teacher("synthetic", "resnet8")
+    assert said in str(error.value) and "\n" not in str(error.value)
+    result = CliRunner().invoke(cli.app, ["train", "-p", "synthetic/kd/res20_res8", "--set", "teacher.arch=resnet8",
+                                          "--device", "cpu", "--out", str(tmp_path / "logs")])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output and "is damaged" in result.output, result.output
+
+    register_teacher("synthetic", "resnet8", best, origin="test")  # a write drops the damage
+    assert find_teacher("synthetic", "resnet8") == store_path("synthetic", "resnet8")
