@@ -1,5 +1,5 @@
 """Distillation losses of METHOD.md as pure tensor functions: KD, DKD, NKD, their SDD variants, LSKD z-scoring,
-CTKD's learnable temperature.
+CTKD's learnable temperature, MLKD.
 
 Conventions shared by every function here:
 - Plain logits are ``[B, K]``; region logits are ``[B, K, N]`` with region 0 the global 1x1 cell. The
@@ -30,15 +30,12 @@ __all__ = [
     "dkd_loss",
     "sdd_kd_loss",
     "sdd_dkd_loss",
-<<<<<<< HEAD
     "mlkd_loss",
     "sdd_mlkd_loss",
     "median_fraction",
-=======
     "nkd_loss",
     "sdd_nkd_loss",
     "learnable_temperature",
->>>>>>> issue-20
     "complementary_mask",
     "sdd_region_weights",
 ]
@@ -293,7 +290,6 @@ def sdd_dkd_loss(
     return _sdd_reduce(rows, sdd_region_weights(region_teacher, target, complementary_weight))
 
 
-<<<<<<< HEAD
 # ----------------------------------------------------------------------------------------------------
 # MLKD (multi-level logit distillation, as the LSKD repository's MLKD.py computes it)
 
@@ -423,7 +419,8 @@ def sdd_mlkd_loss(
 
     student_weak, teacher_weak = views["weak"]
     return _mlkd_terms(kd_at, student_weak[..., 0], teacher_weak[..., 0], temperature)
-=======
+
+
 def nkd_loss(
     logits_student: Tensor,
     logits_teacher: Tensor,
@@ -470,4 +467,3 @@ def learnable_temperature(
     frozen = theta.detach()
     reversed_theta = frozen + reversal * (theta - frozen)  # value: exactly theta; gradient: reversal
     return t_start + t_range * torch.sigmoid(reversed_theta)
->>>>>>> issue-20
