@@ -166,6 +166,20 @@ class RunConfig(StrictModel):
             raise ValueError(f"method {self.method.name} needs a teacher: add `teacher: {{arch: NAME}}`")
         return self
 
+    @model_validator(mode="after")
+    def _dataset_serves_the_methods_views(self) -> RunConfig:
+        from sddkd.methods import method_of
+
+        if "strong" in method_of(self.method.name).views:  # MLKD
+            from sddkd.data import check_two_views  # imports torch: only for a two-view method
+
+            synthetic = self.data.synthetic.model_dump() if self.data.synthetic is not None else None
+            try:
+                check_two_views(self.data.name, synthetic)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
     @property
     def scales(self) -> Scales:
         return self.method.scales if isinstance(self.method, DistillConfig) else (1,)
