@@ -347,7 +347,12 @@ def _method_step(name: str, device: str) -> Any:
     return step
 
 
-@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "nkd", "sdd_nkd_lskd"])
+def _strong_view(name: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The step's strong-view argument for a two-view method (MLKD), none for the others."""
+    return {"strong": images.flip(-1) * 0.5} if "strong" in method_of(name).views else {}
+
+
+@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "nkd", "sdd_nkd_lskd", "mlkd", "sdd_mlkd_lskd"])
 def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
     """fullgraph=True fails on any graph break (a `.item()`, a host-side branch on a tensor); error_on_recompile
     fails if another epoch's weights or reversal would recompile the step."""
@@ -356,13 +361,14 @@ def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
     step = _method_step(name, "cpu")
     gen = torch.Generator().manual_seed(0)
     images, labels = torch.randn(4, 3, 32, 32, generator=gen), torch.tensor([0, 1, 2, 3])
+    strong = _strong_view(name, images)
     torch._dynamo.reset()
     compiled = torch.compile(step.forward_loss, backend="eager", fullgraph=True, dynamic=False)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for epoch in (1, 5, 12):
             weights = step.term_weights(epoch)
-            weighted, _ = compiled(images, labels, weights)
-            eager, _ = step.forward_loss(images, labels, weights)
+            weighted, _ = compiled(images, labels, weights, **strong)
+            eager, _ = step.forward_loss(images, labels, weights, **strong)
             torch.testing.assert_close(weighted, eager)
     if parse_name(name)[0] == "ctkd":
         assert step.term_weights(5).shape == (3,) and step.loss_fn.input_names == ("reversal",)
@@ -370,19 +376,20 @@ def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "sdd_nkd"])
+@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "sdd_nkd", "sdd_mlkd_lskd"])
 def test_a_method_step_never_waits_for_the_gpu(name: str):
     """Eager steps under CUDA's sync debug mode: any host synchronisation raises (the learned T included)."""
     step = _method_step(name, "cuda")
     images = torch.randn(4, 3, 32, 32, device="cuda")
     labels = torch.tensor([0, 1, 2, 3], device="cuda")
     weights = step.term_weights(3)
-    step(images, labels, weights)  # warm-up: cuDNN autotuning may synchronise
+    strong = _strong_view(name, images)
+    step(images, labels, weights, **strong)  # warm-up: cuDNN autotuning may synchronise
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            terms, _, _ = step(images, labels, weights)
+            terms, _, _ = step(images, labels, weights, **strong)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(terms).all()
