@@ -433,3 +433,15 @@ def test_a_method_needing_other_views_is_refused_in_one_line(monkeypatch: pytest
     monkeypatch.setattr(distill, "method_of", lambda name: OtherViews())
     with pytest.raises(UserError, match="needs the views weak, mixed"):
         make_loss_fn(method_config("kd", temperature=4.0))
+
+
+@pytest.mark.parametrize("data", [{"name": "cub200"}, {"name": "imagenet"},
+                                  {"name": "synthetic", "synthetic": {"image_size": 224}}])  # fmt: skip
+def test_mlkd_on_a_dataset_without_the_strong_view_is_refused_in_one_sentence(data: dict[str, Any]):
+    raw = {"data": data, "student": "resnet8", "teacher": {"arch": "resnet8"},
+           "method": {"name": "sdd_mlkd_lskd", "ce_weight": 0.1, "temperature": 2.0}, "optim": {"lr": 0.1}}  # fmt: skip
+    with pytest.raises(ConfigError, match="strong view is defined for CIFAR-100 and 32 px synthetic data only") as error:
+        build_config(raw)
+    assert "\n" not in str(error.value)
+    raw["method"]["name"] = "sdd_kd_lskd"  # a single-view method trains there
+    build_config(raw)
