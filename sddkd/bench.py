@@ -384,7 +384,8 @@ def main(
         "res32x4_res8x4"
     ),
     M: Annotated[
-        str | None, typer.Option("--M", help="SDD scales, e.g. 1,2,4 (default 1,2,4; with --mlkd, the MLKD step's: 1).")
+        str | None,
+        typer.Option("--M", help="SDD scales, e.g. 1,2,4 (default 1,2,4; with --mlkd, the MLKD step's, default 1)."),
     ] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the engine's step.")] = True,
     amp: Annotated[
@@ -424,7 +425,8 @@ def main(
                                     baseline)  # fmt: skip
         else:
             result = run_bench(device, steps, batch_size, pair, M or "1,2,4", compile, amp, channels_last, warmup,
-                               rounds, workers, baseline, evaluation, cache, cache_images, cache_build_images)  # fmt: skip
+                               rounds, workers, baseline, evaluation, cache, cache_images,
+                               cache_build_images)  # fmt: skip
     except UserError as exc:  # a bad option: one sentence and exit 2, as the sddkd commands do
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -285,7 +285,8 @@ def run_mlkd_bench(
     result["warmup_seconds"] = warmup_seconds
     result["peak_memory"] = memory.kind + ("; the reference loop's loader workers not counted" if reference else "")
     result["settings"] = {
-        "pair": pair, "mlkd_method": mlkd_method, "mlkd_M": mlkd_scales, "single_view_M": "1,2,4", "batch_size": batch_size, "steps": steps,
+        "pair": pair, "mlkd_method": mlkd_method, "mlkd_M": mlkd_scales, "single_view_M": "1,2,4",
+        "batch_size": batch_size, "steps": steps,
         "rounds": rounds, "warmup": warmup, "compile": compile, "channels_last": placement.channels_last,
         "amp": str(placement.amp_dtype).replace("torch.", "") if placement.amp_dtype else "fp32",
         "reference_workers": workers, "reference_precision": "fp32",

@@ -440,7 +440,8 @@ def test_a_method_needing_other_views_is_refused_in_one_line(monkeypatch: pytest
 def test_mlkd_on_a_dataset_without_the_strong_view_is_refused_in_one_sentence(data: dict[str, Any]):
     raw = {"data": data, "student": "resnet8", "teacher": {"arch": "resnet8"},
            "method": {"name": "sdd_mlkd_lskd", "ce_weight": 0.1, "temperature": 2.0}, "optim": {"lr": 0.1}}  # fmt: skip
-    with pytest.raises(ConfigError, match="strong view is defined for CIFAR-100 and 32 px synthetic data only") as error:
+    message = "strong view is defined for CIFAR-100 and 32 px synthetic data only"
+    with pytest.raises(ConfigError, match=message) as error:
         build_config(raw)
     assert "\n" not in str(error.value)
     raw["method"]["name"] = "sdd_kd_lskd"  # a single-view method trains there

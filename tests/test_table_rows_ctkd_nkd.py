@@ -1,5 +1,6 @@
 """The CTKD and NKD rows of the comparison tables (needs the nkd and ctkd methods): the full suites expand to
-112 (with MLKD's rows, tests/test_table_rows_mlkd.py) and 36 runs, and the ctkd / nkd presets carry the recipes of TABLES (LSKD's CTKD script and logs, SDD's code)."""
+112 (with MLKD's rows, tests/test_table_rows_mlkd.py) and 36 runs, and the ctkd / nkd presets carry the recipes of
+TABLES (LSKD's CTKD script and logs, SDD's code)."""
 
 import pytest
 

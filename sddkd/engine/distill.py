@@ -49,7 +49,9 @@ class RegionModel(nn.Module):
         batch in order, `[V*B, K, N]`. One forward call so that DDP sees the backbone used twice in one graph
         (its gradient hooks fire once, on the summed gradient); each view is its own backbone pass, so its
         BatchNorm statistics are its own, as the official code's two student calls."""
-        regions = [region_logits(self.backbone, self.backbone.forward_features(x), self.scales) for x in (images, *views)]
+        regions = [
+            region_logits(self.backbone, self.backbone.forward_features(x), self.scales) for x in (images, *views)
+        ]
         return regions[0] if len(regions) == 1 else torch.cat(regions)
 
 

@@ -45,7 +45,8 @@ class MLKD(Method):
         if student.shape[0] != 2 * labels.shape[0] or teacher.shape[0] != student.shape[0]:  # static shapes only
             raise ValueError(
                 f"{cfg.name} needs the weak and strong views' logits stacked along the batch ({2 * labels.shape[0]} "
-                f"rows for {labels.shape[0]} labels), got student {tuple(student.shape)}, teacher {tuple(teacher.shape)}"
+                f"rows for {labels.shape[0]} labels), got student {tuple(student.shape)}, "
+                f"teacher {tuple(teacher.shape)}"
             )
         student_weak, student_strong = student.chunk(2)
         teacher_weak, teacher_strong = teacher.chunk(2)
