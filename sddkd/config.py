@@ -82,6 +82,7 @@ if TYPE_CHECKING:  # the static view: a method config is vanilla's or a distilla
     from sddkd.methods.ctkd import CTKDConfig as CTKDMethod
     from sddkd.methods.dkd import DKDConfig as DKDMethod
     from sddkd.methods.kd import KDConfig as KDMethod
+    from sddkd.methods.mlkd import MLKDConfig as MLKDMethod
     from sddkd.methods.nkd import NKDConfig as NKDMethod
     from sddkd.methods.vanilla import VanillaConfig as VanillaMethod
 
@@ -89,7 +90,7 @@ if TYPE_CHECKING:  # the static view: a method config is vanilla's or a distilla
 else:
     _CLASSES = config_classes()
     VanillaMethod, KDMethod, DKDMethod = _CLASSES["vanilla"], _CLASSES["kd"], _CLASSES["dkd"]
-    NKDMethod, CTKDMethod = _CLASSES["nkd"], _CLASSES["ctkd"]
+    NKDMethod, CTKDMethod, MLKDMethod = _CLASSES["nkd"], _CLASSES["ctkd"], _CLASSES["mlkd"]
     MethodConfig = Annotated[Union[tuple(_CLASSES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
