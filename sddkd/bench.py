@@ -1,6 +1,7 @@
 """Training throughput of the engine against a loop written the way the reference trainers work.
 
     python -m sddkd.bench --device cpu --steps 20              # prints one JSON object
+    python -m sddkd.bench --mlkd --device cpu --steps 10       # MLKD mode: sddkd.bench_mlkd's three loops
 
 Both loops train the preset's pair (default resnet32x4 -> resnet8x4, SDD-KD-LSKD at M = 1,2,4, batch 64) from
 untrained weights on generated CIFAR-shaped data (100 classes), in one process, on the same device:
@@ -38,6 +39,7 @@ from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.engine.step import make_optimizer
 from sddkd.errors import UserError
+from sddkd.methods import method_of
 from sddkd.models import create_model, region_logits
 
 CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES, EPOCHS = 50_000, 10_000, 240
@@ -97,7 +99,9 @@ class EngineLoop:
     def __init__(self, cfg: RunConfig, placement: Placement):
         self.cfg, self.placement, self.dist = cfg, placement, DistContext()
         device = placement.device
-        _, self.train_loader, self.test_loader = build_data(cfg.data, cfg.optim.batch_size, device, cfg.seed, self.dist)
+        two_views = len(method_of(cfg.method.name).views) == 2  # MLKD: (weak, strong, labels) batches, as `train`
+        _, self.train_loader, self.test_loader = build_data(cfg.data, cfg.optim.batch_size, device, cfg.seed, self.dist,
+                                                            two_views=two_views)  # fmt: skip
         torch.manual_seed(cfg.seed)
         num_classes = cfg.data.num_classes
         self.backbone = create_model(cfg.student, num_classes=num_classes).to(device)
@@ -265,9 +269,10 @@ class BaselineLoop:
 
 def bench_config(
     pair: str, scales: str, batch_size: int, device: str, compile: bool, amp: str, channels_last: bool | None,
-    train_images: int, test_images: int,
+    train_images: int, test_images: int, method: str | None = None,
 ) -> RunConfig:  # fmt: skip
-    """The preset of `pair` on generated data of CIFAR-100's shape with the given sizes and engine settings."""
+    """The preset of `pair` on generated data of CIFAR-100's shape with the given sizes and engine settings;
+    `method`: another method name for the preset's method section (its fields must fit, e.g. `mlkd_lskd`)."""
     num_classes = 100
     overrides = [
         f"optim.batch_size={batch_size}", f"engine.device={device}", f"engine.compile={str(compile).lower()}",
@@ -277,6 +282,8 @@ def bench_config(
     ]  # fmt: skip
     if channels_last is not None:
         overrides.append(f"engine.channels_last={str(channels_last).lower()}")
+    if method is not None:
+        overrides.append(f"method.name={method}")
     preset = pair if "/" in pair else f"sdd_kd_lskd/{pair}"
     return load_config(preset, scales=scales, dataset="synthetic", overrides=overrides)
 
@@ -376,7 +383,10 @@ def main(
     pair: Annotated[str, typer.Option(help="Teacher_student pair of an sdd_kd_lskd preset, or a preset name.")] = (
         "res32x4_res8x4"
     ),
-    M: Annotated[str, typer.Option("--M", help="SDD scales, e.g. 1,2,4.")] = "1,2,4",
+    M: Annotated[
+        str | None,
+        typer.Option("--M", help="SDD scales, e.g. 1,2,4 (default 1,2,4; with --mlkd, the MLKD step's, default 1)."),
+    ] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the engine's step.")] = True,
     amp: Annotated[
         str, typer.Option(help="auto (bf16 where the device has it natively, else fp32), bf16 or off.")
@@ -394,11 +404,29 @@ def main(
     cache_build_images: Annotated[
         int, typer.Option(min=1, help="Images whose cache is built with the real teacher, to time the build.")
     ] = 16,
+    mlkd: Annotated[
+        bool,
+        typer.Option(
+            "--mlkd",
+            help="MLKD mode: time the engine's MLKD+LS step (two views; SD-MLKD+LS when --M has several scales) "
+            "against the single-view SDD-KD-LSKD step and MLKD's reference-style loop (sddkd.bench_mlkd).",
+        ),
+    ] = False,
 ) -> None:
     """Time the engine's training step against the reference-style loop; print one JSON object."""
     try:
-        result = run_bench(device, steps, batch_size, pair, M, compile, amp, channels_last, warmup, rounds, workers,
-                           baseline, evaluation, cache, cache_images, cache_build_images)  # fmt: skip
+        if mlkd:
+            from sddkd.bench_mlkd import run_mlkd_bench
+
+            if cache or channels_last is not None:
+                raise UserError("--mlkd times the live teacher in the engine's default memory format; drop --cache "
+                                "and --channels-last")  # fmt: skip
+            result = run_mlkd_bench(device, steps, batch_size, pair, M or "1", compile, amp, warmup, rounds, workers,
+                                    baseline)  # fmt: skip
+        else:
+            result = run_bench(device, steps, batch_size, pair, M or "1,2,4", compile, amp, channels_last, warmup,
+                               rounds, workers, baseline, evaluation, cache, cache_images,
+                               cache_build_images)  # fmt: skip
     except UserError as exc:  # a bad option: one sentence and exit 2, as the sddkd commands do
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -5,11 +5,10 @@
 
 All three train the preset's pair (default resnet32x4 -> resnet8x4) from untrained weights on generated
 CIFAR-shaped data (100 classes), in one process, on the same device, at the same batch size:
-(a) mlkd: MLKD with logit standardization (MLKD+LS; `sdd_mlkd_loss` when --M has more than one scale), both views
-    from the device loader's two-view mode (`sddkd.data.strong`: batched RandAugment and Cutout, no workers),
-    student and teacher on both views, the fractions f, f' on the device, no host read per step. The step mirrors
-    the engine's `TrainStep` (autocast, BN-folded teacher, optional torch.compile of forward + loss, SGD); it stands
-    in until the MLKD method joins the method registry, whose step this bench should then time instead.
+(a) mlkd: the engine's step for the registry's `mlkd_lskd` (`sdd_mlkd_lskd` when --M has more than one scale):
+    both views from the device loader's two-view mode (`sddkd.data.strong`: batched RandAugment and Cutout, no
+    workers), student and teacher on both views, the fractions f, f' on the device, no host read per step; what
+    `sddkd train` runs (`sddkd.bench.EngineLoop` over `train_epoch` and `TrainStep`, compiled with --compile).
 (b) single_view: the engine's SDD-KD-LSKD step at M = 1,2,4 (`sddkd.bench.EngineLoop`, what `sddkd train` runs).
 (c) reference: MLKD's official trainer as written: the weak and strong views built with PIL (RandomCrop,
     RandomHorizontalFlip, the FixMatch-style RandAugment and Cutout) in a DataLoader with 2 workers, fp32,
@@ -35,92 +34,25 @@ from torch import Tensor, nn
 
 from sddkd.bench import REFERENCE_WORKERS, EngineLoop, PeakMemory, PILDataset, _device_name, bench_config
 from sddkd.config import RunConfig
-from sddkd.data import build_loaders
 from sddkd.data.strong import CUTOUT_FILL, CUTOUT_MAX_FRACTION, OPS_PER_IMAGE, VALUE_RANGES
-from sddkd.engine.distill import RegionModel, teacher_regions
 from sddkd.engine.placement import Placement, resolve_placement
-from sddkd.engine.step import cast_for_autocast, make_optimizer, prepare_teacher
 from sddkd.errors import UserError
-from sddkd.losses import MLKD_FIXED_TEMPERATURES, sdd_mlkd_loss
+from sddkd.losses import MLKD_FIXED_TEMPERATURES
+from sddkd.methods import method_of
 from sddkd.models import create_model
 
 # ---------------------------------------------------------------------------------------------------------------
 # (a) MLKD on the device
 
 
-class MlkdLoop:
-    """Two device views per batch, student and teacher on both, the MLKD(+SDD) loss z-scored, SGD."""
+class MlkdLoop(EngineLoop):
+    """The engine's step for the registry's MLKD method: the run `sddkd train` builds for `mlkd_lskd` (or
+    `sdd_mlkd_lskd` at several scales) on the preset's pair, timed through the engine's `train_epoch`."""
 
-    def __init__(self, cfg: RunConfig, placement: Placement, compile: bool = False):
-        self.cfg, self.placement = cfg, placement
-        device = placement.device
-        synthetic = cfg.data.synthetic.model_dump() if cfg.data.synthetic is not None else None
-        self.loader, _ = build_loaders(
-            "synthetic", batch_size=cfg.optim.batch_size, device=device, seed=cfg.seed, synthetic=synthetic,
-            two_views=True,
-        )  # fmt: skip
-        torch.manual_seed(cfg.seed)
-        num_classes = cfg.data.num_classes
-        backbone = create_model(cfg.student, num_classes=num_classes).to(device)
-        if placement.channels_last:
-            backbone = backbone.to(memory_format=torch.channels_last)
-        assert cfg.teacher is not None
-        teacher = prepare_teacher(create_model(cfg.teacher.arch, num_classes=num_classes), placement)
-        if placement.amp_dtype is not None:
-            teacher = cast_for_autocast(teacher, placement.amp_dtype)
-        self.student, self.teacher = RegionModel(backbone, cfg.scales), teacher
-        self.optimizer = make_optimizer(backbone, cfg.optim, device)
-        self.params = list(backbone.parameters())
-        self.forward_loss: Callable[[Tensor, Tensor, Tensor], Tensor] = self._forward_loss
-        if compile:
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self.forward_loss = torch.compile(self._forward_loss, mode=mode, dynamic=False)
-        self.epoch = 0
-        self.batches: Iterator[Any] = iter(())
-        self.loss_sum = torch.zeros((), device=device)
-
-    def _forward_loss(self, weak: Tensor, strong: Tensor, labels: Tensor) -> Tensor:
-        method, scales = self.cfg.method, self.cfg.scales
-        weak, strong = self.placement.images(weak), self.placement.images(strong)
-        with self.placement.autocast():
-            student_weak, student_strong = self.student(weak), self.student(strong)  # [B, K, N] each
-            teacher_weak = teacher_regions(self.teacher, weak, scales)
-            teacher_strong = teacher_regions(self.teacher, strong, scales)
-            terms = sdd_mlkd_loss(
-                student_weak, student_strong, teacher_weak, teacher_strong, labels, method.temperature,
-                method.complementary_weight, standardize=True,
-            )  # fmt: skip
-            ce = F.cross_entropy(student_weak[:, :, 0].float(), labels)
-            ce = ce + F.cross_entropy(student_strong[:, :, 0].float(), labels)
-        return method.ce_weight * ce + method.kd_weight * (terms["kd"] + terms["cc"] + terms["bc"])
-
-    def _next(self) -> tuple[Tensor, Tensor, Tensor]:
-        try:
-            return next(self.batches)
-        except StopIteration:
-            self.epoch += 1
-            self.loader.set_epoch(self.epoch)
-            self.batches = iter(self.loader)
-            return next(self.batches)
-
-    def run(self, steps: int) -> float:
-        """Seconds for `steps` optimizer steps; the loss stays on the device until the end."""
-        self.student.train()
-        start = time.perf_counter()
-        for _ in range(steps):
-            weak, strong, labels = self._next()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.placement.device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()
-            loss = self.forward_loss(weak, strong, labels)
-            loss.backward()
-            if self.cfg.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
-            self.optimizer.step()
-            self.loss_sum += loss.detach()
-        if self.placement.device.type == "cuda":
-            torch.cuda.synchronize(self.placement.device)
-        return time.perf_counter() - start
+    def __init__(self, cfg: RunConfig, placement: Placement):
+        if "strong" not in method_of(cfg.method.name).views:
+            raise ValueError(f"MlkdLoop times a two-view method, not {cfg.method.name}")
+        super().__init__(cfg, placement)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,11 +255,13 @@ def run_mlkd_bench(
     workers = REFERENCE_WORKERS if workers is None else workers
     train_images = batches * batch_size
     single_cfg = bench_config(pair, "1,2,4", batch_size, device, compile, amp, None, train_images, batch_size)
-    mlkd_cfg = bench_config(pair, mlkd_scales, batch_size, device, compile, amp, None, train_images, batch_size)
+    mlkd_method = "mlkd_lskd" if mlkd_scales.replace(" ", "") == "1" else "sdd_mlkd_lskd"
+    mlkd_cfg = bench_config(pair, mlkd_scales, batch_size, device, compile, amp, None, train_images, batch_size,
+                            method=mlkd_method)  # fmt: skip
     placement = resolve_placement(single_cfg.engine)
     memory = PeakMemory(placement.device)
     loops: dict[str, Any] = {
-        "mlkd": MlkdLoop(mlkd_cfg, placement, compile=compile),
+        "mlkd": MlkdLoop(mlkd_cfg, placement),
         "single_view": EngineLoop(single_cfg, placement),
     }
     if reference:
@@ -351,7 +285,8 @@ def run_mlkd_bench(
     result["warmup_seconds"] = warmup_seconds
     result["peak_memory"] = memory.kind + ("; the reference loop's loader workers not counted" if reference else "")
     result["settings"] = {
-        "pair": pair, "mlkd_M": mlkd_scales, "single_view_M": "1,2,4", "batch_size": batch_size, "steps": steps,
+        "pair": pair, "mlkd_method": mlkd_method, "mlkd_M": mlkd_scales, "single_view_M": "1,2,4",
+        "batch_size": batch_size, "steps": steps,
         "rounds": rounds, "warmup": warmup, "compile": compile, "channels_last": placement.channels_last,
         "amp": str(placement.amp_dtype).replace("torch.", "") if placement.amp_dtype else "fp32",
         "reference_workers": workers, "reference_precision": "fp32",

@@ -367,8 +367,8 @@ def suite_command(
         typer.Argument(
             metavar="NAME|FILE.yaml",
             help=(
-                "A shipped suite (cifar100, cub200, baselines, cub200-baselines, lskd-table, sdd-table, imagenet, "
-                "smoke) or a YAML file."
+                "A shipped suite (cifar100, cub200, baselines, cub200-baselines, lskd-table, sdd-table, "
+                "cifar100-mlkd, imagenet, smoke) or a YAML file."
             ),
         ),
     ],

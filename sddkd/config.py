@@ -82,6 +82,7 @@ if TYPE_CHECKING:  # the static view: a method config is vanilla's or a distilla
     from sddkd.methods.ctkd import CTKDConfig as CTKDMethod
     from sddkd.methods.dkd import DKDConfig as DKDMethod
     from sddkd.methods.kd import KDConfig as KDMethod
+    from sddkd.methods.mlkd import MLKDConfig as MLKDMethod
     from sddkd.methods.nkd import NKDConfig as NKDMethod
     from sddkd.methods.vanilla import VanillaConfig as VanillaMethod
 
@@ -89,7 +90,7 @@ if TYPE_CHECKING:  # the static view: a method config is vanilla's or a distilla
 else:
     _CLASSES = config_classes()
     VanillaMethod, KDMethod, DKDMethod = _CLASSES["vanilla"], _CLASSES["kd"], _CLASSES["dkd"]
-    NKDMethod, CTKDMethod = _CLASSES["nkd"], _CLASSES["ctkd"]
+    NKDMethod, CTKDMethod, MLKDMethod = _CLASSES["nkd"], _CLASSES["ctkd"], _CLASSES["mlkd"]
     MethodConfig = Annotated[Union[tuple(_CLASSES.values())], Field(discriminator="name")]  # noqa: UP007
 
 
@@ -164,6 +165,20 @@ class RunConfig(StrictModel):
             raise ValueError("vanilla training takes no teacher; remove the teacher section or pick a KD method")
         if self.method.name != "vanilla" and self.teacher is None:
             raise ValueError(f"method {self.method.name} needs a teacher: add `teacher: {{arch: NAME}}`")
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_serves_the_methods_views(self) -> RunConfig:
+        from sddkd.methods import method_of
+
+        if "strong" in method_of(self.method.name).views:  # MLKD
+            from sddkd.data import check_two_views  # imports torch: only for a two-view method
+
+            synthetic = self.data.synthetic.model_dump() if self.data.synthetic is not None else None
+            try:
+                check_two_views(self.data.name, synthetic)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     @property

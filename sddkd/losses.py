@@ -1,5 +1,5 @@
 """Distillation losses of METHOD.md as pure tensor functions: KD, DKD, NKD, their SDD variants, LSKD z-scoring,
-CTKD's learnable temperature.
+CTKD's learnable temperature, MLKD.
 
 Conventions shared by every function here:
 - Plain logits are ``[B, K]``; region logits are ``[B, K, N]`` with region 0 the global 1x1 cell. The

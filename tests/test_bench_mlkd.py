@@ -48,17 +48,44 @@ def test_one_tiny_round_of_the_three_loops_runs_on_cpu():
     )
 
 
-def test_the_mlkd_loops_cuda_calls_run_with_a_mocked_cuda(monkeypatch):
-    """The loop's CUDA-only lines (graph step marker, final synchronize) on a CPU with a mocked CUDA API."""
+def test_the_mlkd_loop_times_the_registrys_two_view_step():
+    """The mlkd loop is the engine's run of `mlkd_lskd` (`sdd_mlkd_lskd` at several scales): its loader serves two
+    views and its step's loss has MLKD's terms; a single-view method is refused."""
     from sddkd.bench import bench_config
     from sddkd.bench_mlkd import MlkdLoop
     from sddkd.engine.placement import Placement
 
-    calls: list[str] = []
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append("mark"))
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(f"sync {device}"))
-    cfg = bench_config("res20_res8", "1", 4, "cpu", False, "off", None, 8, 4)
-    loop = MlkdLoop(cfg, Placement(torch.device("cpu"), None, False))
-    loop.placement = Placement(torch.device("cuda", 0), None, False)  # the data and models stay on the CPU
-    assert loop.run(2) > 0
-    assert calls == ["mark", "mark", "sync cuda:0"] and torch.isfinite(loop.loss_sum)
+    placement = Placement(torch.device("cpu"), None, False)
+    for scales, method in (("1", "mlkd_lskd"), ("1,2", "sdd_mlkd_lskd")):
+        cfg = bench_config("res20_res8", scales, 4, "cpu", False, "off", None, 8, 4, method=method)
+        loop = MlkdLoop(cfg, placement)
+        assert loop.step.loss_fn.names == ("ce", "kd", "cc", "bc") and loop.train_loader.two_views
+        assert loop.run(2) > 0
+    with pytest.raises(ValueError, match="two-view"):
+        MlkdLoop(bench_config("res20_res8", "1", 4, "cpu", False, "off", None, 8, 4), placement)
+
+
+def test_python_m_sddkd_bench_has_an_mlkd_mode(monkeypatch, capsys):
+    """`python -m sddkd.bench --mlkd` calls run_mlkd_bench with its flags (M defaults to 1 there) and prints its JSON;
+    a flag MLKD mode does not time is one line and exit 2."""
+    import sddkd.bench_mlkd
+    from typer.testing import CliRunner
+
+    from sddkd.bench import app
+
+    seen = {}
+
+    def fake(*args):
+        seen["args"] = args
+        return {"mlkd": {"ms_per_step": 1.0}}
+
+    monkeypatch.setattr(sddkd.bench_mlkd, "run_mlkd_bench", fake)
+    runner = CliRunner()
+    result = runner.invoke(app, ["--mlkd", "--device", "cpu", "--steps", "3", "--pair", "res20_res8", "--no-compile",
+                                 "--no-baseline"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"mlkd": {"ms_per_step": 1.0}}
+    device, steps, batch, pair, scales, compile, amp, warmup, rounds, workers, reference = seen["args"]
+    assert (device, steps, batch, pair, scales, compile, reference) == ("cpu", 3, 64, "res20_res8", "1", False, False)
+    refused = runner.invoke(app, ["--mlkd", "--cache"])
+    assert refused.exit_code == 2 and "drop --cache" in refused.output

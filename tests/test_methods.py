@@ -17,7 +17,7 @@ import torch
 import sddkd.engine.faults as faults
 from sddkd.config import ConfigError, build_config, load_config
 from sddkd.engine.checkpoint import load_checkpoint
-from sddkd.engine.distill import make_loss_fn
+from sddkd.engine.distill import SERVED_VIEWS, make_loss_fn
 from sddkd.engine.loop import train
 from sddkd.losses import standardize
 from sddkd.methods import base_methods, config_class_by_name, label_of, method_names, method_of, parse_name
@@ -26,6 +26,7 @@ from sddkd.methods.ctkd import reversal_at
 FIXTURES = Path(__file__).parent / "fixtures"
 LOSS_GOLDEN = json.loads((FIXTURES / "loss_golden.json").read_text())["cases"]
 METHODS_GOLDEN = json.loads((FIXTURES / "methods_golden.json").read_text())["cases"]
+MLKD_GOLDEN = json.loads((FIXTURES / "mlkd_golden.json").read_text())["cases"]
 DISTILLING = [name for name in method_names() if method_of(name).distills]
 
 
@@ -84,6 +85,17 @@ def _ctkd(sdd: bool, lskd: bool):
         yield fields, student, teacher, torch.zeros(case["B"], dtype=torch.long), case
 
 
+def _mlkd(sdd: bool, lskd: bool):
+    # The engine hands a two-view method both views stacked along the batch, weak first: [2B, K, N].
+    # sdd_mlkd at M=(1) is MLKD: the golden case on one region.
+    for case in MLKD_GOLDEN:
+        if case["standardize"] != lskd:
+            continue
+        student = torch.cat([f64(case["student_weak"]), f64(case["student_strong"])])[..., None]
+        teacher = torch.cat([f64(case["teacher_weak"]), f64(case["teacher_strong"])])[..., None]
+        yield {"temperature": case["temperature"]}, student, teacher, torch.tensor(case["target"]), case
+
+
 GOLDEN = {
     "kd": _kd_like({}, "kd_loss_on_region0", "sdd_kd_loss_complementary_weight_2"),
     "dkd": _kd_like(
@@ -93,6 +105,7 @@ GOLDEN = {
     ),  # fmt: skip
     "nkd": _nkd,
     "ctkd": _ctkd,
+    "mlkd": _mlkd,
 }
 
 
@@ -124,6 +137,13 @@ def test_loss_matches_the_official_code(name: str):
             assert grad_theta is not None and student.grad is not None
             assert grad_theta.item() == pytest.approx(case["grad_theta"], rel=1e-9, abs=1e-15)
             torch.testing.assert_close(student.grad[..., 0], f64(case["grad_logits_student"]), rtol=1e-9, atol=1e-15)
+        elif base == "mlkd":  # every term, and the CE of both views (the official CE weight 0.1)
+            case = expected
+            terms = make_loss_fn(method_config(name, **fields)).terms(student, teacher, target)
+            for term in ("kd", "cc", "bc"):
+                assert terms[term].item() == pytest.approx(case[term], rel=1e-9, abs=1e-12), term
+            # the engine computes its CE in float32 whatever the input (sddkd.engine.distill)
+            assert 0.1 * terms["ce"].item() == pytest.approx(case["ce_with_weight_0_1"], rel=1e-6)
         else:
             terms = make_loss_fn(method_config(name, **fields)).terms(student, teacher, target)
             value = terms[method_of(name).terms[0]]
@@ -162,7 +182,7 @@ def test_every_base_method_has_its_four_variants_and_a_label():
                 f"sdd_{method.base}",
                 f"sdd_{method.base}_lskd",
             ]
-        assert method.label and method.paper and method.views == ("weak",)
+        assert method.label and method.paper and method.views in SERVED_VIEWS
     assert label_of("sdd_nkd_lskd") == "SD-NKD+LS" and label_of("ctkd") == "CTKD"
 
 
@@ -327,7 +347,12 @@ def _method_step(name: str, device: str) -> Any:
     return step
 
 
-@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "nkd", "sdd_nkd_lskd"])
+def _strong_view(name: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The step's strong-view argument for a two-view method (MLKD), none for the others."""
+    return {"strong": images.flip(-1) * 0.5} if "strong" in method_of(name).views else {}
+
+
+@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "nkd", "sdd_nkd_lskd", "mlkd", "sdd_mlkd_lskd"])
 def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
     """fullgraph=True fails on any graph break (a `.item()`, a host-side branch on a tensor); error_on_recompile
     fails if another epoch's weights or reversal would recompile the step."""
@@ -336,13 +361,14 @@ def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
     step = _method_step(name, "cpu")
     gen = torch.Generator().manual_seed(0)
     images, labels = torch.randn(4, 3, 32, 32, generator=gen), torch.tensor([0, 1, 2, 3])
+    strong = _strong_view(name, images)
     torch._dynamo.reset()
     compiled = torch.compile(step.forward_loss, backend="eager", fullgraph=True, dynamic=False)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for epoch in (1, 5, 12):
             weights = step.term_weights(epoch)
-            weighted, _ = compiled(images, labels, weights)
-            eager, _ = step.forward_loss(images, labels, weights)
+            weighted, _ = compiled(images, labels, weights, **strong)
+            eager, _ = step.forward_loss(images, labels, weights, **strong)
             torch.testing.assert_close(weighted, eager)
     if parse_name(name)[0] == "ctkd":
         assert step.term_weights(5).shape == (3,) and step.loss_fn.input_names == ("reversal",)
@@ -350,19 +376,20 @@ def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "sdd_nkd"])
+@pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "sdd_nkd", "sdd_mlkd_lskd"])
 def test_a_method_step_never_waits_for_the_gpu(name: str):
     """Eager steps under CUDA's sync debug mode: any host synchronisation raises (the learned T included)."""
     step = _method_step(name, "cuda")
     images = torch.randn(4, 3, 32, 32, device="cuda")
     labels = torch.tensor([0, 1, 2, 3], device="cuda")
     weights = step.term_weights(3)
-    step(images, labels, weights)  # warm-up: cuDNN autotuning may synchronise
+    strong = _strong_view(name, images)
+    step(images, labels, weights, **strong)  # warm-up: cuDNN autotuning may synchronise
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(3):
-            terms, _, _ = step(images, labels, weights)
+            terms, _, _ = step(images, labels, weights, **strong)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(terms).all()
@@ -400,9 +427,22 @@ def test_a_method_needing_other_views_is_refused_in_one_line(monkeypatch: pytest
     import sddkd.engine.distill as distill
     from sddkd.errors import UserError
 
-    class TwoViews(type(method_of("kd"))):  # type: ignore[misc]
-        views = ("weak", "strong")
+    class OtherViews(type(method_of("kd"))):  # type: ignore[misc]
+        views = ("weak", "mixed")
 
-    monkeypatch.setattr(distill, "method_of", lambda name: TwoViews())
-    with pytest.raises(UserError, match="needs the views weak, strong"):
+    monkeypatch.setattr(distill, "method_of", lambda name: OtherViews())
+    with pytest.raises(UserError, match="needs the views weak, mixed"):
         make_loss_fn(method_config("kd", temperature=4.0))
+
+
+@pytest.mark.parametrize("data", [{"name": "cub200"}, {"name": "imagenet"},
+                                  {"name": "synthetic", "synthetic": {"image_size": 224}}])  # fmt: skip
+def test_mlkd_on_a_dataset_without_the_strong_view_is_refused_in_one_sentence(data: dict[str, Any]):
+    raw = {"data": data, "student": "resnet8", "teacher": {"arch": "resnet8"},
+           "method": {"name": "sdd_mlkd_lskd", "ce_weight": 0.1, "temperature": 2.0}, "optim": {"lr": 0.1}}  # fmt: skip
+    message = "strong view is defined for CIFAR-100 and 32 px synthetic data only"
+    with pytest.raises(ConfigError, match=message) as error:
+        build_config(raw)
+    assert "\n" not in str(error.value)
+    raw["method"]["name"] = "sdd_kd_lskd"  # a single-view method trains there
+    build_config(raw)

@@ -81,7 +81,7 @@ def _published_in_header(preset):
 
 @pytest.mark.parametrize("name", ["lskd-table", "sdd-table"])
 def test_every_table_preset_names_its_published_number_and_the_report_has_an_anchor(name):
-    lskd_rows = ("KD", "KD+LS", "CTKD", "CTKD+LS", "DKD", "DKD+LS")
+    lskd_rows = ("KD", "KD+LS", "CTKD", "CTKD+LS", "DKD", "DKD+LS", "MLKD", "MLKD+LS")
     sdd_rows = ("KD", "SD-KD", "DKD", "SD-DKD", "NKD", "SD-NKD")
     for row in dry_run_json(name):
         pair = (row["teacher"], row["student"])

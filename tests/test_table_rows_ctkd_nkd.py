@@ -1,5 +1,6 @@
 """The CTKD and NKD rows of the comparison tables (needs the nkd and ctkd methods): the full suites expand to
-84 and 36 runs, and the ctkd / nkd presets carry the recipes of TABLES (LSKD's CTKD script and logs, SDD's code)."""
+112 (with MLKD's rows, tests/test_table_rows_mlkd.py) and 36 runs, and the ctkd / nkd presets carry the recipes of
+TABLES (LSKD's CTKD script and logs, SDD's code)."""
 
 import pytest
 
@@ -12,7 +13,9 @@ SDD_NKD_M = {"res50_vgg8": (1, 2)}  # the M of SDD's script; the others (1, 2, 4
 
 def test_full_table_suites():
     lskd = dry_run_json("lskd-table")
-    assert len(lskd) == 84 and {r["method"] for r in lskd} == {"kd", "kd_lskd", "ctkd", "ctkd_lskd", "dkd", "dkd_lskd"}
+    assert len(lskd) == 112 and {r["method"] for r in lskd} == {
+        "kd", "kd_lskd", "ctkd", "ctkd_lskd", "dkd", "dkd_lskd", "mlkd", "mlkd_lskd"
+    }  # fmt: skip
     sdd = dry_run_json("sdd-table")
     assert len(sdd) == 36 and {r["method"] for r in sdd} == {"kd", "sdd_kd", "dkd", "sdd_dkd", "nkd", "sdd_nkd"}
 

@@ -20,7 +20,10 @@ from sddkd.methods import distill_weight, method_of
 from sddkd.models import ImageClassifier, region_logits
 from sddkd.scales import Scales
 
-__all__ = ["LossFn", "RegionModel", "distill_weight", "make_loss_fn", "teacher_regions"]
+__all__ = ["LossFn", "RegionModel", "SERVED_VIEWS", "distill_weight", "make_loss_fn", "teacher_regions"]
+
+# The views the engine can serve: the usual one, or MLKD's weak and strong (the loader's two_views mode).
+SERVED_VIEWS = (("weak",), ("weak", "strong"))
 
 
 class RegionModel(nn.Module):
@@ -41,8 +44,15 @@ class RegionModel(nn.Module):
         if method_parameters is not None:
             self.method_parameters = method_parameters
 
-    def forward(self, images: Tensor) -> Tensor:
-        return region_logits(self.backbone, self.backbone.forward_features(images), self.scales)
+    def forward(self, images: Tensor, *views: Tensor) -> Tensor:
+        """Region logits of `images`; given more views (MLKD's strong one), each view's logits stacked along the
+        batch in order, `[V*B, K, N]`. One forward call so that DDP sees the backbone used twice in one graph
+        (its gradient hooks fire once, on the summed gradient); each view is its own backbone pass, so its
+        BatchNorm statistics are its own, as the official code's two student calls."""
+        regions = [
+            region_logits(self.backbone, self.backbone.forward_features(x), self.scales) for x in (images, *views)
+        ]
+        return regions[0] if len(regions) == 1 else torch.cat(regions)
 
 
 class LossFn:
@@ -60,11 +70,12 @@ class LossFn:
     def __init__(self, method: Any):
         self.method = method
         self.impl = method_of(method.name)
-        if self.impl.views != ("weak",):
+        if self.impl.views not in SERVED_VIEWS:
             raise UserError(
                 f"method {method.name} needs the views {', '.join(self.impl.views)} of every image; this engine "
-                "serves the weak view only"
+                f"serves {' or '.join('(' + ', '.join(v) + ')' for v in SERVED_VIEWS)}"
             )
+        self.views: tuple[str, ...] = self.impl.views
         self.names: tuple[str, ...] = ("ce", *self.impl.terms)
         self.input_names: tuple[str, ...] = tuple(self.impl.epoch_inputs(method, 1)) if self.impl.distills else ()
         self.parameters: nn.Module | None = self.impl.make_parameters(method)
@@ -89,8 +100,12 @@ class LossFn:
         self, student: Tensor, teacher: Tensor | None, labels: Tensor, inputs: Tensor | None = None
     ) -> dict[str, Tensor]:
         """The unweighted terms, in the order of `names`: float32 scalars. `inputs`: the `input_names` values as a
-        tensor (from `epoch_vector`); required when the method has any."""
-        ce = F.cross_entropy(student[:, :, 0].float(), labels)
+        tensor (from `epoch_vector`); required when the method has any.
+
+        A method of several `views` gets every view's rows stacked along the batch, in `views` order ([V*B, K, N]
+        for labels [B]); its CE is the sum of each view's CE (MLKD: CE_weak + CE_strong)."""
+        ce = sum(F.cross_entropy(view[:, :, 0].float(), labels) for view in student.chunk(len(self.views)))
+        assert isinstance(ce, Tensor)
         if not self.impl.distills:
             return {"ce": ce}
         assert teacher is not None, "distillation needs teacher region logits"

@@ -43,6 +43,7 @@ from sddkd.engine.run_directory import open_run_directory
 from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
 from sddkd.engine.tracking import open_trackers, require_trackers
 from sddkd.errors import UserError
+from sddkd.methods import method_of
 from sddkd.models import create_model
 from sddkd.run_lock import RunLock
 from sddkd.runs import (
@@ -108,7 +109,13 @@ def train_epoch(
     steps = carried.steps if carried is not None else 0
     samples = carried.samples if carried is not None else 0
     start = time.perf_counter() - (carried.seconds if carried is not None else 0.0)
-    for images, labels, *cached_teacher in loader:  # a teacher-logit cache adds the batch's teacher logits
+    two_views = len(step.loss_fn.views) == 2
+    for batch in loader:
+        # (images, labels) or, for MLKD, (weak, strong, labels); a teacher-logit cache appends the teacher logits
+        if two_views:
+            images, strong, labels, *cached_teacher = batch
+        else:
+            (images, labels, *cached_teacher), strong = batch, None
         if max_steps is not None and steps >= max_steps:
             break
         if stop is not None and stop.due(steps, device):
@@ -117,7 +124,7 @@ def train_epoch(
             if totals is not None:  # rank 0 carries the global totals after a resume, the other ranks zeros
                 sums, correct, nonfinite = totals[:-2], totals[-2], totals[-1].long()
             return PartialEpoch(epoch, steps, samples, time.perf_counter() - start, sums, correct, nonfinite)
-        terms, finite, batch_correct = step(images, labels, weights, *cached_teacher)
+        terms, finite, batch_correct = step(images, labels, weights, *cached_teacher, strong=strong)
         sums += terms
         nonfinite += (~finite).long()
         correct += batch_correct
@@ -283,8 +290,9 @@ def _train_owned(
     failure: BaseException | None = None
     with stop_on_signals(dist, _announce(dist)) as stop:
         try:
+            two_views = len(method_of(cfg.method.name).views) == 2  # MLKD: (weak, strong, labels) batches
             spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed,
-                                                         dist)  # fmt: skip
+                                                         dist, two_views=two_views)  # fmt: skip
             torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
             backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
             backbone.to(placement.device)

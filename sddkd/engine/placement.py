@@ -87,9 +87,11 @@ def eval_batch_size(train_batch: int, image_size: int) -> int:
 
 
 def build_data(
-    data: DataConfig, global_batch: int, device: torch.device, seed: int, dist: DistContext, train: bool = True
-) -> tuple[Any, Any, Any]:
-    """(spec, train loader, test loader) for this rank; the preset's batch is the global batch across ranks."""
+    data: DataConfig, global_batch: int, device: torch.device, seed: int, dist: DistContext, train: bool = True,
+    two_views: bool = False,
+) -> tuple[Any, Any, Any]:  # fmt: skip
+    """(spec, train loader, test loader) for this rank; the preset's batch is the global batch across ranks.
+    two_views: the train loader yields (weak, strong, labels), for a method of two views (MLKD)."""
     from sddkd.data import build_loaders, dataset_spec
 
     if global_batch % dist.world_size:
@@ -104,6 +106,7 @@ def build_data(
         data.name, data.root, batch_size=batch, device=device, seed=seed, rank=dist.rank,
         world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
         eval_batch_size=eval_batch_size(batch, spec.image_size) if train else batch,  # `sddkd eval` chose its own
+        two_views=two_views,
     )  # fmt: skip
     if train and train_loader.dataset_size < dist.world_size:
         raise UserError(

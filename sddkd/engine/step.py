@@ -59,12 +59,15 @@ def _stderr_warning(message: str) -> None:
 
 
 class TrainStep:
-    """`step(images, labels, weights[, cached_teacher]) -> (terms [T], finite [], correct [])`, all on the device.
+    """`step(images, labels, weights[, cached_teacher][, strong=]) -> (terms [T], finite [], correct [])`, all on the
+    device.
 
     terms: the weighted loss terms in the order of `loss_fn.names` (float32, detached); finite: whether their sum
     was finite; correct: how many global student logits hit the label. `weights` is `term_weights(epoch)`
     (the term weights, then the method's per-epoch inputs).
     The caller accumulates these tensors and reads them back once per epoch.
+    `strong`: the batch's strong view, for a method of two views (MLKD): the student and the teacher run on both,
+    the cached teacher logits (if any) being the weak view's; the strong view's teacher always runs live.
     """
 
     def __init__(
@@ -107,13 +110,13 @@ class TrainStep:
         return {"compile": self.mode, **({"compile_error": self.compile_error} if self.compile_error else {})}
 
     def _run_compiled(
-        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None, strong: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         assert self.compiled is not None
         if self.on_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
         try:
-            outputs = self.compiled(images, labels, weights, cached_teacher)
+            outputs = self.compiled(images, labels, weights, cached_teacher, strong)
         except Exception as exc:
             if self.compiled_once:
                 raise
@@ -122,7 +125,7 @@ class TrainStep:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             self.compiled, self.mode, self.compile_error = None, "eager", f"{type(exc).__name__}: {first_line}"
             self.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly")
-            return self.forward_loss(images, labels, weights, cached_teacher)
+            return self.forward_loss(images, labels, weights, cached_teacher, strong)
         self.compiled_once = True
         return outputs
 
@@ -133,33 +136,41 @@ class TrainStep:
         return torch.tensor(self.loss_fn.epoch_vector(epoch), dtype=torch.float32, device=self.placement.device)
 
     def forward_loss(
-        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None,
+        strong: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """(weighted terms [T] float32, correct []): everything up to the backward pass.
 
         cached_teacher: the batch's teacher region logits [B, K, N] from the teacher-logit cache; then the teacher
-        does not run."""
+        does not run on `images`. strong: the strong view [B, ...] of a two-view method; the region logits of both
+        views reach the loss stacked along the batch, weak first ([2B, K, N])."""
         images = self.placement.images(images)
+        views = () if strong is None else (self.placement.images(strong),)
         with self.placement.autocast():
-            student_regions = self.student(images)  # [B, K, N]
+            student_regions = self.student(images, *views)  # [B, K, N], or [2B, K, N] with a strong view
             teacher_out = cached_teacher
             if teacher_out is None and self.teacher is not None:
                 teacher_out = teacher_regions(self.teacher, images, self.scales)
+            if teacher_out is not None and views:
+                # The cache holds the weak view only: the strong view's teacher logits are computed every step.
+                assert self.teacher is not None, "a two-view step needs the live teacher for the strong view"
+                teacher_out = torch.cat([teacher_out, teacher_regions(self.teacher, views[0], self.scales)])
             count = len(self.loss_fn.names)
             terms = self.loss_fn.terms(student_regions, teacher_out, labels, weights[count:])
         weighted = torch.stack([terms[n] for n in self.loss_fn.names]) * weights[:count]  # [T]
-        correct = (student_regions[:, :, 0].argmax(dim=1) == labels).sum()
+        correct = (student_regions[: labels.shape[0], :, 0].argmax(dim=1) == labels).sum()  # the weak view's
         return weighted, correct
 
     def __call__(
-        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None,
+        strong: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         # Drop the last step's gradients before the forward, so no output of a previous CUDA-graph replay is alive.
         self.optimizer.zero_grad(set_to_none=True)
         if self.compiled is not None and images.shape[0] == self.batch_size:
-            weighted, correct = self._run_compiled(images, labels, weights, cached_teacher)
+            weighted, correct = self._run_compiled(images, labels, weights, cached_teacher, strong)
         else:
-            weighted, correct = self.forward_loss(images, labels, weights, cached_teacher)
+            weighted, correct = self.forward_loss(images, labels, weights, cached_teacher, strong)
         total = weighted.sum()
         finite = torch.isfinite(total)
         if self.skip_nonfinite and self.dist.world_size > 1:

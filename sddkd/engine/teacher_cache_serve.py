@@ -104,7 +104,9 @@ def _to_device(store: Tensor, device: torch.device, rows: int = 4096) -> Tensor:
 
 
 class CachedTeacherLoader:
-    """The training loader, each batch extended by its teacher region logits: (images, labels, teacher [B, K, N])."""
+    """The training loader, each batch extended by its teacher region logits: (images, labels, teacher [B, K, N]),
+    or (weak, strong, labels, teacher) from a two-view loader (MLKD), the teacher logits being the weak view's: the
+    cache is keyed by the weak view's crop and flip, and the strong view's teacher runs live in the step."""
 
     def __init__(self, loader: ArrayLoader, served: ServedCache, views: Views):
         self.loader, self.served, self.views = loader, served, views
@@ -117,15 +119,15 @@ class CachedTeacherLoader:
             raise AttributeError(name)
         return getattr(self.loader, name)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         index, top, left, flip = self.loader.epoch_plan()  # CPU [n]: the same plan the loader's batches follow
         view = self.views.index(top, left, flip)
         index, view = index.to(self.served.store.device), view.to(self.served.store.device)
         size = self.loader.batch_size
         # A resumed epoch starts at the loader's start_step: its batch s is still rows s*B:(s+1)*B of the plan.
-        for step, (images, labels) in enumerate(self.loader, start=getattr(self.loader, "start_step", 0)):
-            batch = slice(step * size, (step + 1) * size)
-            yield images, labels, self.served.regions(index[batch], view[batch])
+        for step, batch in enumerate(self.loader, start=getattr(self.loader, "start_step", 0)):
+            rows = slice(step * size, (step + 1) * size)
+            yield (*batch, self.served.regions(index[rows], view[rows]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

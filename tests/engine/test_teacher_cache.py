@@ -418,3 +418,34 @@ def test_sigterm_during_a_cache_build_stops_between_chunks_and_resume_continues(
     assert resumed.exit_code == 0, resumed.output
     assert len(chunks) == 5, "the resumed build computed only the four chunks left"
     assert json.loads((tmp_path / "logs" / "cached" / "result.json").read_text())["status"] == "finished"
+
+
+def test_a_cached_two_view_run_serves_the_weak_view_and_equals_the_live_run(tmp_path: Path):
+    """MLKD: the cache appends the weak view's teacher logits to (weak, strong, labels); the strong view's teacher
+    runs live in the step, so a cached run equals the live one."""
+    teacher = teacher_file(tmp_path / "t.pth")
+    cfg = tiny(teacher, "teacher.cache=on", "engine.amp=off", "method.name=sdd_mlkd_lskd")
+    placement = resolve_placement(cfg.engine)
+    spec, loader, _ = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, DistContext(),
+                                 two_views=True)  # fmt: skip
+    net, info = load_run_teacher(cfg, spec, placement)
+    served = serve_teacher_cache(cfg, loader, net, info, placement, DistContext(), QUIET)
+    assert isinstance(served, CachedTeacherLoader)
+    served.set_epoch(2, start_step=1)
+    loader.set_epoch(2, start_step=1)
+    batches = list(served)
+    assert len(batches) == len(loader) - 1
+    for (weak, strong, labels, cached), plain in zip(batches, loader, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip((weak, strong, labels), plain, strict=True))
+        live = teacher_regions(net, placement.images(weak), cfg.scales)
+        torch.testing.assert_close(cached, live, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(live, teacher_regions(net, placement.images(strong), cfg.scales))
+
+    records, weights = {}, {}
+    for mode in ("off", "on"):
+        run = tiny(teacher, f"teacher.cache={mode}", "engine.amp=off", "method.name=sdd_mlkd_lskd")
+        records[mode] = train(run, tmp_path / mode)
+        assert records[mode]["status"] == "finished"
+        weights[mode] = load_checkpoint(tmp_path / mode / records[mode]["run_name"] / "checkpoints" / "last.pt")
+    for name, value in weights["on"]["model"].items():
+        torch.testing.assert_close(value, weights["off"]["model"][name], rtol=1e-5, atol=1e-5, msg=name)
