@@ -45,6 +45,7 @@ from sddkd.data.spec import (
     synthetic_spec,
 )
 from sddkd.data.synthetic import SyntheticConfig, SyntheticData, make_synthetic
+from sddkd.config import two_views_problem
 from sddkd.errors import UserError
 
 Loader = ArrayLoader | ImageNetLoader
@@ -102,20 +103,12 @@ def _array_dataset(name: str, root: str | Path, synthetic: SyntheticConfig | Map
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 
 
-# MLKD's strong view follows the reference CIFAR-100 pipeline (32 px crops); no reference defines one for CUB or
-# ImageNet, and the ImageNet loader decodes on CPU workers, so two views are offered on 32 px data only.
-TWO_VIEW_DATASETS = ("cifar100", "synthetic")
-
-
 def check_two_views(name: str, synthetic: SyntheticConfig | Mapping[str, Any] | None = None) -> None:
-    """Raise UserError unless dataset `name` can serve MLKD's two views (call it when validating a config)."""
+    """Raise UserError unless dataset `name` can serve MLKD's two views (the fact lives with the config's)."""
     size = SyntheticConfig.from_options(synthetic).image_size if name == "synthetic" else None
-    if name not in TWO_VIEW_DATASETS or size not in (None, 32):
-        what = f"{size} px synthetic data" if name == "synthetic" else name
-        raise UserError(
-            f"MLKD's strong view is defined for CIFAR-100 and 32 px synthetic data only, not {what}; "
-            "train an MLKD method on cifar100 or 32 px synthetic data, or choose another method"
-        )
+    problem = two_views_problem(name, size)
+    if problem is not None:
+        raise UserError(problem)
 
 
 def build_loaders(
