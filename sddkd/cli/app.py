@@ -541,7 +541,7 @@ def report_command(
     notes.print(f"wrote {len(report.files)} files into {escape(str(out or runs_dir))}", highlight=False)
 
 
-from sddkd.cli_config import config_app  # noqa: E402  (the `config` commands; defined apart to keep this file short)
+from sddkd.cli.configs import config_app  # noqa: E402  (the `config` commands; defined apart to keep this file short)
 
 app.add_typer(config_app)
 
