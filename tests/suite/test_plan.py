@@ -193,7 +193,7 @@ def test_tables_stay_whole_at_80_columns(tmp_path):
 def test_analyze_prints_its_folder_whole_at_80_columns(tmp_path):
     from types import SimpleNamespace
 
-    from sddkd.cli.app import print_analysis
+    from sddkd.cli.analyze import print_analysis
 
     folder = tmp_path / "logs" / ("synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0" * 2) / "analysis"
     summary = {"top1": {"teacher": 60.0, "student": 55.0}, "agreement": {"top1": 0.8},
