@@ -147,7 +147,7 @@ class RunConfig(StrictModel):
     """One fully resolved training run."""
 
     description: str = ""  # what the preset reproduces
-    # The shipped preset this recipe derives from: run names list what differs from it (`sddkd.recipes`).
+    # The shipped preset this recipe derives from: run names list what differs from it (`sddkd.rundir.naming`).
     preset: str | None = None
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")  # the run directory; None: derived
     data: DataConfig

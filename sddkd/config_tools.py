@@ -25,8 +25,8 @@ from sddkd.config import (
 )
 from sddkd.files import write_text_atomic
 from sddkd.locations import teacher_store_path
-from sddkd.recipes import differences, partial_reason, run_name
-from sddkd.runs import read_run_state
+from sddkd.rundir.naming import differences, partial_reason, run_name
+from sddkd.rundir.record import read_run_state
 
 # --- listing ----------------------------------------------------------------------------------------------------
 

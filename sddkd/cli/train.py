@@ -100,7 +100,7 @@ def _list_presets(pattern: str | None) -> None:
 
 def _train(cfg: Any, out: Path, *, resume: bool, restart: bool) -> dict[str, Any]:
     from sddkd.errors import UserError
-    from sddkd.run_lock import LOCKED_EXIT, RunLockedError
+    from sddkd.rundir.lock import LOCKED_EXIT, RunLockedError
 
     try:
         from sddkd.engine.loop import train

@@ -24,8 +24,8 @@ from typing import Any, Literal
 from sddkd.errors import UserError
 from sddkd.methods import report_order, report_rank
 from sddkd.report.anchors import Anchor, lookup
-from sddkd.run_lock import lock_holder, locks_supported
-from sddkd.runs import pid_alive
+from sddkd.rundir.lock import lock_holder, locks_supported
+from sddkd.rundir.record import pid_alive
 from sddkd.scales import Scales, parse_scales
 
 RunState = Literal["finished", "running", "incomplete", "failed"]

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from sddkd.config import ConfigError, RunConfig, config_hash, load_config, load_yaml, resolve_preset
-from sddkd.recipes import run_name
+from sddkd.rundir.naming import run_name
 from sddkd.scales import Scales, format_scales, parse_scales
 from sddkd.suite.runner import (
     PlannedRun,

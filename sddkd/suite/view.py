@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sddkd.report.records import run_state
-from sddkd.runs import read_run_state
+from sddkd.rundir.record import read_run_state
 from sddkd.suite.runner import RunProgress, SuiteOutcome, SuitePlan
 from sddkd.suite.slurm import Submission, read_submission
 

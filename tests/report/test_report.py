@@ -21,7 +21,7 @@ from sddkd.cli import app
 from sddkd.report.anchors import lookup
 from sddkd.report.records import ReportError, Row, build_report, run_state
 from sddkd.report.render import generate_report
-from sddkd.run_lock import acquire_run_lock
+from sddkd.rundir.lock import acquire_run_lock
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()

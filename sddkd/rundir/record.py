@@ -21,8 +21,8 @@ from sddkd import __version__
 from sddkd.config import RunConfig, config_hash
 from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
-from sddkd.recipes import identity_record, run_name
-from sddkd.run_lock import describe_holder, lock_holder, locks_supported
+from sddkd.rundir.lock import describe_holder, lock_holder, locks_supported
+from sddkd.rundir.naming import identity_record, run_name
 
 
 @dataclass(frozen=True)

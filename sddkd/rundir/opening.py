@@ -11,8 +11,8 @@ import shutil
 
 from sddkd.config import RunConfig
 from sddkd.files import remove_stale_temporaries
-from sddkd.run_lock import RunLock, acquire_run_lock
-from sddkd.runs import RunPaths, check_run_directory
+from sddkd.rundir.lock import RunLock, acquire_run_lock
+from sddkd.rundir.record import RunPaths, check_run_directory
 
 # What one training attempt writes; a fresh start removes all of it (the suite's own files and the lock stay).
 RUN_OUTPUTS = ("metrics.jsonl", "result.json", "config.yaml", "checkpoints/last.pt", "checkpoints/best.pt")
