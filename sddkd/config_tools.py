@@ -26,7 +26,7 @@ from sddkd.config import (
 from sddkd.files import write_text_atomic
 from sddkd.locations import teacher_store_path
 from sddkd.rundir.naming import differences, partial_reason, run_name
-from sddkd.rundir.record import read_run_state
+from sddkd.rundir.state import read_run_state
 
 # --- listing ----------------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Run directories: naming, the state a directory is in, and the records written into it.
+"""What a run directory holds: its paths, the record (`result.json`), the resolved config and the metrics lines.
 
 Layout (docs/architecture.md): `config.yaml`, `metrics.jsonl`, `result.json`, `checkpoints/{last,best}.pt`.
 No torch import: `suite` and `report` read these files too.
@@ -11,17 +11,15 @@ import os
 import platform
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from sddkd import __version__
 from sddkd.config import RunConfig, config_hash
-from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
-from sddkd.rundir.lock import describe_holder, lock_holder, locks_supported
 from sddkd.rundir.naming import identity_record, run_name
 
 
@@ -61,37 +59,6 @@ def read_result(paths: RunPaths) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) else None
-
-
-def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
-    """Decide what to do with the run directory before any work starts: "fresh", "resume" or "finished".
-
-    A directory holding another recipe (a different config hash) is never overwritten, and an unfinished run is only
-    continued when asked, so two settings can never silently share or clobber a directory.
-    """
-    record = read_result(paths)
-    has_checkpoint = paths.last.is_file()
-    if record is None and not has_checkpoint:
-        return "fresh"
-    wanted = config_hash(cfg)
-    found = record.get("config_hash") if record else None
-    if found is not None and found != wanted:
-        raise UserError(
-            f"{paths.root} holds a different run (config hash {found}, this one is {wanted}); "
-            "choose another --out or remove that directory"
-        )
-    if record is not None and record.get("status") == "finished":
-        return "finished"
-    if not has_checkpoint:
-        return "fresh"  # it stopped (or failed) before its first checkpoint: nothing to continue or to lose
-    if not resume:
-        done = record.get("epochs_done") if record else None
-        what = f"an unfinished run ({done} epochs done)" if isinstance(done, int) else "an unfinished run"
-        raise UserError(
-            f"{paths.root} holds {what}; pass --resume to continue it, --restart to start it over, or choose "
-            "another --out"
-        )
-    return "resume"
 
 
 def versions() -> dict[str, str]:
@@ -145,62 +112,3 @@ def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
         handle.write(json.dumps(row, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-# --- what a run directory says to a scheduler or a reader --------------------------------------------------------
-
-RecordedState = Literal["new", "finished", "conflict", "incomplete", "failed", "running"]
-
-
-@dataclass(frozen=True)
-class RecordedRun:
-    state: RecordedState  # conflict: the directory holds another recipe (config hash), never overwritten
-    record: dict[str, Any] = field(default_factory=dict)
-
-
-def read_run_state(run_dir: Path, expected_hash: str) -> RecordedRun:
-    """The state of a run directory from its `result.json` (docs/architecture.md "Run directories")."""
-    path = run_dir / "result.json"
-    # A process that owns the directory (its lock, on this host or another of a shared filesystem) is running it,
-    # whatever its record says yet: the scheduler neither starts it again nor counts it.
-    holder = lock_holder(run_dir)
-    owned = RecordedRun("running", {"holder": describe_holder(holder)}) if holder is not None else None
-    if not path.is_file():
-        return owned or RecordedRun("new")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return owned or RecordedRun("incomplete")  # unreadable: rerun it, --resume decides from the checkpoint
-    if not isinstance(record, dict):
-        return owned or RecordedRun("incomplete")
-    status = record.get("status")
-    if record.get("config_hash") != expected_hash:
-        return RecordedRun("conflict", record)
-    if status == "finished":
-        return RecordedRun("finished", record)
-    if owned is not None:
-        return RecordedRun("running", {**record, **owned.record})
-    if status == "running" and not locks_supported() and _running_here(record):
-        return RecordedRun("running", record)  # without flock (Windows) the pid is the only sign of life
-    # Not locked: whatever the record says, no process trains this run (the kernel drops a dead owner's lock),
-    # even when an unrelated process has since been given the dead one's pid.
-    return RecordedRun("failed" if status == "failed" else "incomplete", record)
-
-
-def pid_alive(pid: int) -> bool:
-    """A process of that id exists on this machine."""
-    try:
-        os.kill(pid, 0)  # signal 0: an existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return False
-    return True
-
-
-def _running_here(record: dict[str, Any]) -> bool:
-    """The record's process still runs on this host (a killed run keeps `status: running` with a dead pid)."""
-    pid = record.get("pid")
-    return isinstance(pid, int) and pid > 0 and record.get("host") == socket.gethostname() and pid_alive(pid)

@@ -31,7 +31,7 @@ from sddkd.config import RunConfig
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
 from sddkd.rundir.lock import LOCKED_EXIT
-from sddkd.rundir.record import read_run_state
+from sddkd.rundir.state import read_run_state
 
 RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
 LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts

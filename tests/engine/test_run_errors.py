@@ -19,7 +19,7 @@ from sddkd import files
 from sddkd.cli import app
 from sddkd.engine.checkpoint import CHECKSUM_KEY, load_checkpoint
 from sddkd.rundir.lock import LOCKED_EXIT, acquire_run_lock
-from sddkd.rundir.record import read_run_state
+from sddkd.rundir.state import read_run_state
 
 runner = CliRunner()
 TINY = [

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from sddkd.cli import app
 from sddkd.report.anchors import lookup
-from sddkd.report.records import ReportError, Row, build_report, run_state
+from sddkd.report.records import ReportError, Row, build_report
+from sddkd.rundir.state import run_state
 from sddkd.report.render import generate_report
 from sddkd.rundir.lock import acquire_run_lock
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import sddkd.suite.runner as suite_runner
 from sddkd.cli import app
 from sddkd.config import config_hash, load_config
-from sddkd.rundir.record import read_run_state
+from sddkd.rundir.state import read_run_state
 from sddkd.suite.plan import (
     SuiteError,
     list_suites,
