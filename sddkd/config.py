@@ -350,11 +350,14 @@ def load_config(
     preset: str,
     *,
     overrides: Sequence[str] = (),
-    scales: str | None = None,
+    scales: Scales | str | None = None,
     dataset: str | None = None,
     name: str | None = None,
 ) -> RunConfig:
     """Preset → raw dict → CLI shortcuts and `--set` overrides → validated RunConfig.
+
+    `scales` (`--M`) comes parsed from the command line and the suite planner; text (the Python API) is parsed here,
+    once, and never turned back into text.
 
     A shipped preset records its name in `preset`, so the run name can say what the overrides changed.
     """
@@ -376,9 +379,10 @@ def load_config(
         if raw.get("method", {}).get("name") == "vanilla":
             raise ConfigError("--M applies to distillation methods; vanilla training has no scales")
         try:
-            raw.setdefault("method", {})["scales"] = list(parse_scales(scales))
+            parsed = parse_scales(scales) if isinstance(scales, str) else scales
         except ValueError as exc:
             raise ConfigError(f"--M: {exc}") from None
+        raw.setdefault("method", {})["scales"] = parsed
     for assignment in overrides:
         apply_override(raw, assignment)
     return build_config(raw, source=str(path.name if path.is_absolute() else path))

@@ -232,7 +232,7 @@ def _load(
             "list it in an entry without M"
         )
     try:
-        return load_config(preset, dataset=dataset, overrides=overrides, scales=",".join(map(str, scales)))
+        return load_config(preset, dataset=dataset, overrides=overrides, scales=scales)
     except ConfigError as exc:
         raise SuiteError(f"suite {source.name}, preset {preset} at M {format_scales(scales)}: {exc}") from None
 
