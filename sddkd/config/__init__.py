@@ -203,7 +203,7 @@ def presets_root() -> Path:
     try:
         root = Path(str(resources.files("sddkd.presets")))
     except ModuleNotFoundError:
-        root = Path(__file__).resolve().parent.parent / "presets"
+        root = Path(__file__).resolve().parents[2] / "presets"  # sddkd/config/ -> the checkout
     return root
 
 
