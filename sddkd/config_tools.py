@@ -12,7 +12,6 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from sddkd import config
 from sddkd.config import (
     ConfigError,
     RunConfig,
@@ -20,6 +19,7 @@ from sddkd.config import (
     describe_error,
     list_presets,
     load_yaml,
+    presets,
     resolve_preset,
     shipped_preset_name,
 )
@@ -55,7 +55,7 @@ def matching_presets(pattern: str | None = None) -> list[tuple[str, str]]:
         names = [n for n in names if (fnmatch.fnmatch(n, pattern) if glob else pattern in n)]
         if not names:
             raise ConfigError(f"no preset matches {pattern!r}; `sddkd train --list` shows them all")
-    root = config.presets_root()
+    root = presets.presets_root()
     return [(name, preset_description(root / f"{name}.yaml")) for name in names]
 
 
