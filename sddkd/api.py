@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sddkd.config import RunConfig, build_config, load_config
+from sddkd.scales import Scales
 
 
 def train(
@@ -14,7 +15,7 @@ def train(
     out: str | Path = "logs",
     *,
     overrides: Sequence[str] = (),
-    scales: str | None = None,
+    scales: Scales | str | None = None,  # "1,2,4" or (1, 2, 4): load_config parses text once
     dataset: str | None = None,
     name: str | None = None,
     resume: bool = False,

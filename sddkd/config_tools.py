@@ -12,7 +12,6 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from sddkd import config
 from sddkd.config import (
     ConfigError,
     RunConfig,
@@ -20,13 +19,14 @@ from sddkd.config import (
     describe_error,
     list_presets,
     load_yaml,
+    presets,
     resolve_preset,
     shipped_preset_name,
 )
 from sddkd.files import write_text_atomic
 from sddkd.locations import teacher_store_path
-from sddkd.recipes import differences, partial_reason, run_name
-from sddkd.runs import read_run_state
+from sddkd.rundir.naming import differences, partial_reason, run_name
+from sddkd.rundir.state import read_run_state
 
 # --- listing ----------------------------------------------------------------------------------------------------
 
@@ -55,7 +55,7 @@ def matching_presets(pattern: str | None = None) -> list[tuple[str, str]]:
         names = [n for n in names if (fnmatch.fnmatch(n, pattern) if glob else pattern in n)]
         if not names:
             raise ConfigError(f"no preset matches {pattern!r}; `sddkd train --list` shows them all")
-    root = config.presets_root()
+    root = presets.presets_root()
     return [(name, preset_description(root / f"{name}.yaml")) for name in names]
 
 

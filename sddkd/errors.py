@@ -6,3 +6,7 @@ Its message is one sentence that names the fix; the CLI prints it on one line an
 
 class UserError(Exception):
     """Bad input, a missing file or teacher, a checksum mismatch, no network: anything the user can fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A user-caused configuration problem; its message is one sentence that names the fix."""

@@ -10,7 +10,7 @@ from sddkd.config import (
     load_config,
     resolve_preset,
 )
-from sddkd.recipes import run_name
+from sddkd.rundir.naming import run_name
 
 
 @pytest.mark.parametrize("name", list_presets())

@@ -53,7 +53,7 @@ def test_json_for_people_and_compact_json_for_indexes(tmp_path: Path):
 
 def test_run_records_and_reports_are_written_without_importing_torch():
     code = (
-        "import sys; import sddkd.files, sddkd.runs, sddkd.report.render, sddkd.suite.plan; "
+        "import sys; import sddkd.files, sddkd.rundir.record, sddkd.report.render, sddkd.suite.plan; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,6 +1,6 @@
 """The package's arrows, checked against the code: every import of every module (function-level ones included)
 goes to its own unit or to a unit of a lower layer, as the `layers` block of docs/architecture.md lists them, and
-no modules import each other in a cycle. A unit is a top-level module (`sddkd/config.py`) or a subpackage
+no modules import each other in a cycle. A unit is a top-level module (`sddkd/scales.py`) or a subpackage
 (`sddkd/engine/`); the root `sddkd/__init__.py` is the façade over all of them and is not checked.
 """
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 import sddkd
-from sddkd import config
 from sddkd.cli import app
+from sddkd.config import presets as config_presets
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -26,7 +26,7 @@ def test_version_is_the_declared_one():
 
 
 def test_an_installation_without_presets_is_an_error_not_an_empty_list(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(config, "presets_root", lambda: tmp_path)
+    monkeypatch.setattr(config_presets, "presets_root", lambda: tmp_path)
     listed = runner.invoke(app, ["train", "--list"])
     assert listed.exit_code == 2
     assert "no presets found" in listed.output and "reinstall" in listed.output

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from sddkd.cli import app
 from sddkd.config import config_hash, load_config
-from sddkd.recipes import run_name
+from sddkd.rundir.naming import run_name
 
 runner = CliRunner()
 # 4 classes x 4 images = one small step per epoch: the preset's 8 epochs take seconds, and the run is not partial

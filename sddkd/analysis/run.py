@@ -19,7 +19,7 @@ from sddkd.errors import UserError
 from sddkd.files import read_json, write_json_atomic
 from sddkd.methods import method_of
 from sddkd.report.analysis_files import ANALYSIS_DIR, ANALYSIS_JSON, analysis_dir
-from sddkd.scales import Scales, parse_scales
+from sddkd.scales import Scales
 
 DEFAULT_SCALES: Scales = (1, 2, 4)  # SDD's view of a single-scale run: the paper's M
 
@@ -166,7 +166,7 @@ def _last_method_metrics(run_dir: Path | None) -> dict[str, float]:
 
 def analyze(
     checkpoint: Path, *, teacher: Path | None = None, teacher_arch: str | None = None, dataset: str | None = None,
-    data_root: Path | None = None, baseline: Path | None = None, out: Path | None = None, scales: str | None = None,
+    data_root: Path | None = None, baseline: Path | None = None, out: Path | None = None, scales: Scales | None = None,
     temperature: float | None = None, embedding: EmbeddingMethod = "auto", device: str = "auto",
     batch_size: int = 256, max_points: int = 2000,
 ) -> AnalysisResult:  # fmt: skip
@@ -179,7 +179,7 @@ def analyze(
     check_dataset(student, dataset)
     if temperature is not None and not temperature > 0:
         raise UserError(f"--temperature must be positive, got {temperature}")
-    region_scales = parse_scales(scales) if scales else (
+    region_scales = scales or (  # `scales` comes parsed from the edge (`--M`)
         student.config.scales if len(student.config.scales) > 1 else DEFAULT_SCALES
     )  # fmt: skip
     teacher_path, arch, expected_sha = resolve_teacher(student, teacher, teacher_arch)

@@ -15,7 +15,7 @@ from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.errors import UserError
 from sddkd.locations import default_data_root
 from sddkd.models import ImageClassifier, region_logits
-from sddkd.scales import Scales, num_regions, parse_scales
+from sddkd.scales import Scales, num_regions
 
 
 def evaluate_checkpoint(
@@ -24,7 +24,7 @@ def evaluate_checkpoint(
     dataset: str | None = None,
     data_root: Path | None = None,
     arch: str | None = None,
-    scales: str | None = None,
+    scales: Scales | None = None,  # parsed at the edge (`--M`)
     device: str = "auto",
     batch_size: int = 256,
 ) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def evaluate_checkpoint(
     arch = arch or (run_cfg.student if run_cfg else None)
     if arch is None:
         raise UserError(f"{path} carries no config; name its architecture with --arch and its data with --dataset")
-    region_scales = parse_scales(scales) if scales else (run_cfg.scales if run_cfg else (1,))
+    region_scales = scales or (run_cfg.scales if run_cfg else (1,))
 
     placement = resolve_placement(EngineConfig(device=device))
     dist = DistContext()

@@ -39,14 +39,14 @@ from sddkd.engine.resume import (
     save_partial,
 )  # fmt: skip
 from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
-from sddkd.engine.run_directory import open_run_directory
 from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
 from sddkd.engine.tracking import open_trackers, require_trackers
 from sddkd.errors import UserError
 from sddkd.methods import method_of
 from sddkd.models import create_model
-from sddkd.run_lock import RunLock
-from sddkd.runs import (
+from sddkd.rundir.lock import RunLock
+from sddkd.rundir.opening import open_run_directory
+from sddkd.rundir.record import (
     RunPaths,
     append_metrics,
     new_record,

@@ -21,7 +21,7 @@ from sddkd.engine.distributed import DistContext
 from sddkd.engine.faults import fault_point
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
-from sddkd.runs import RunPaths, new_record, read_result, save_record
+from sddkd.rundir.record import RunPaths, new_record, read_result, save_record
 
 # `best.pt` keeps what a teacher file needs, in the RepDistiller layout ({"model", "epoch", "accuracy"}) plus the
 # config that produced it; `last.pt` adds the optimizer and RNG state for an exact resume.

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from sddkd.files import write_bytes_atomic
 from sddkd.methods import report_rank
-from sddkd.recipes import short_keys
 from sddkd.report.anchors import scales_label
 from sddkd.report.records import Report, ReportError, Row, Run
+from sddkd.rundir.naming import short_keys
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

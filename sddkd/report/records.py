@@ -17,23 +17,16 @@ import socket
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sddkd.errors import UserError
 from sddkd.methods import report_order, report_rank
 from sddkd.report.anchors import Anchor, lookup
-from sddkd.run_lock import lock_holder, locks_supported
-from sddkd.runs import pid_alive
+from sddkd.rundir.state import STATES, RunState, owned, parse_time, run_state
 from sddkd.scales import Scales, parse_scales
 
-RunState = Literal["finished", "running", "incomplete", "failed"]
-STATES: tuple[RunState, ...] = ("finished", "running", "incomplete", "failed")
-# A running run is stale (so incomplete) once `updated` is older than this many of its mean epoch durations,
-# and never sooner than STALE_AFTER_MIN: the first epoch of a large run can take long.
-STALE_EPOCHS = 3
-STALE_AFTER_MIN = timedelta(hours=2)
 METHOD_ORDER: tuple[str, ...] = report_order()  # from the method registry: single-scale methods first, then SDD
 
 
@@ -179,46 +172,6 @@ def _text(data: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)  # an offset at the ends of the calendar overflows here, not later
-    except (ValueError, OverflowError):
-        return None
-
-
-def run_state(data: dict[str, Any], now: datetime, hostname: str, owned: bool | None = None) -> RunState:
-    """The state a reader should show: a `running` record whose process is gone is `incomplete`.
-
-    `owned`: whether a process holds the run directory's lock (None: not known, e.g. no flock on this platform).
-    The lock is the truth where it can be: a pid can be reused by an unrelated process. A record of another host
-    whose directory is not locked may be a copy of a live run's folder, so there the `updated` time decides.
-    """
-    status = data["status"]
-    if owned:
-        return "running"
-    if status == "interrupted":  # stopped by a signal with a checkpoint: `--resume` continues it
-        return "incomplete"
-    if status != "running":
-        return status
-    pid = data.get("pid")
-    if data.get("host") == hostname:
-        if owned is False:
-            return "incomplete"
-        if isinstance(pid, int) and pid > 0 and not pid_alive(pid):
-            return "incomplete"
-    updated = parse_time(data.get("updated"))
-    epochs_done, wall = _count(data, "epochs_done"), data.get("wall_seconds")
-    epoch_seconds = wall / epochs_done if isinstance(wall, (int, float)) and epochs_done > 0 else 0.0
-    stale_after = max(STALE_AFTER_MIN, timedelta(seconds=STALE_EPOCHS * epoch_seconds))
-    if updated is not None and now - updated > stale_after:
-        return "incomplete"
-    return "running"
-
-
 def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
     """A Run from a decoded result.json; raises ValueError naming the first bad field."""
     if not isinstance(data, dict):
@@ -239,7 +192,7 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
     return Run(
         path=path.parent,
         run_name=_text(data, "run_name") or path.parent.name,
-        state=run_state(data, now, hostname, _owned(path.parent)),
+        state=run_state(data, now, hostname, owned(path.parent)),  # the one reader of `sddkd.rundir.state`
         dataset=_field(data, "dataset", str),
         method=method,
         teacher=None if vanilla else _field(data, "teacher", str),
@@ -260,12 +213,6 @@ def parse_run(path: Path, data: object, now: datetime, hostname: str) -> Run:
         partial=data.get("partial") is True,
         teacher_top1=_teacher_top1(data),
     )
-
-
-def _owned(run_dir: Path) -> bool | None:
-    if not locks_supported():
-        return None
-    return lock_holder(run_dir) is not None
 
 
 def _teacher_top1(data: dict[str, Any]) -> float | None:

@@ -26,9 +26,10 @@ from rich.table import Table
 from rich.text import Text
 
 from sddkd.files import write_bytes_atomic
-from sddkd.recipes import short_keys
 from sddkd.report.anchors import scales_label
-from sddkd.report.records import STATES, MeanStd, Report, ReportError, Row, Run, build_report, parse_time
+from sddkd.report.records import STATES, MeanStd, Report, ReportError, Row, Run, build_report
+from sddkd.rundir.naming import short_keys
+from sddkd.rundir.state import parse_time
 from sddkd.scales import Scales, format_scales
 
 FileFormat = Literal["md", "csv", "json"]

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from sddkd.config import ConfigError, RunConfig, config_hash, load_config, load_yaml, resolve_preset
-from sddkd.recipes import run_name
+from sddkd.rundir.naming import run_name
 from sddkd.scales import Scales, format_scales, parse_scales
 from sddkd.suite.runner import (
     PlannedRun,
@@ -232,7 +232,7 @@ def _load(
             "list it in an entry without M"
         )
     try:
-        return load_config(preset, dataset=dataset, overrides=overrides, scales=",".join(map(str, scales)))
+        return load_config(preset, dataset=dataset, overrides=overrides, scales=scales)
     except ConfigError as exc:
         raise SuiteError(f"suite {source.name}, preset {preset} at M {format_scales(scales)}: {exc}") from None
 
@@ -343,7 +343,7 @@ def suite_command(
     console: Console,
     dry_run: bool = False,
     status: bool = False,
-    output_format: str = "table",
+    output_format: Literal["table", "json"] = "table",
     seeds: int | None = None,
     only: list[str] | None = None,
     out: Path | str = "logs",
@@ -354,17 +354,14 @@ def suite_command(
     epochs: int | None = None,
     launcher: list[str] | None = None,
     store: TeacherStore | None = None,
-    backend: str = "local",
+    backend: Literal["local", "slurm"] = "local",
     slurm: SlurmOptions | None = None,
 ) -> int:
     """`sddkd suite`: plan, then print the plan (--dry-run), the runs' state (--status) or run it (on this machine,
-    or submitted to SLURM with `backend="slurm"`); the exit code."""
-    if output_format not in ("table", "json"):
-        raise SuiteError(f"--format must be table or json, not {output_format!r}")
+    or submitted to SLURM with `backend="slurm"`); the exit code. `output_format` and `backend` come typed from the
+    command line (Literal options there), so they are not checked again here."""
     if dry_run and status:
         raise SuiteError("--dry-run and --status each print something else; pass one of them")
-    if backend not in ("local", "slurm"):
-        raise SuiteError(f"--backend must be local or slurm, not {backend!r}")
     if backend == "local" and slurm is not None:
         raise SuiteError("the --slurm-* options apply to --backend slurm; add it or leave them out")
     if backend == "slurm" and (devices is not None or per_device != 1):

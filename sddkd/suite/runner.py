@@ -13,16 +13,12 @@ from __future__ import annotations
 import importlib
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, Literal, Protocol, cast
 
 import yaml
@@ -30,11 +26,11 @@ import yaml
 from sddkd.config import RunConfig
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
-from sddkd.run_lock import LOCKED_EXIT
-from sddkd.runs import read_run_state
+from sddkd.rundir.lock import LOCKED_EXIT
+from sddkd.rundir.state import read_run_state
+from sddkd.suite.processes import LOG_FILE, child_env, child_threads, interrupt_flag, last_line, source_checkout
 
 RESOLVED_CONFIG_FILE = "suite-config.yaml"  # what the child trains: the run exactly as the suite expanded it
-LOG_FILE = "stdout.log"  # the child's stdout and stderr, appended across attempts
 # An interrupted child (SIGTERM) stops at its next step and writes a checkpoint: give it this long before a kill.
 STOP_GRACE_SECONDS = 60.0
 
@@ -183,7 +179,7 @@ def run_suite(
     running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
     load = dict.fromkeys(slots, 0)
     update = on_update or (lambda _: None)
-    with _interrupt_flag() as stop:
+    with interrupt_flag() as stop:
         try:
             while not stop.is_set():
                 for name, (proc, log) in list(running.items()):
@@ -295,30 +291,6 @@ def train_argv(plan: SuitePlan, run: PlannedRun, launcher: Sequence[str], cuda: 
     return argv + ["--device", "cuda" if cuda else "cpu"]
 
 
-def source_checkout() -> Path | None:
-    """The repository root when sddkd runs from a source checkout (children must import it too), else None."""
-    package_root = Path(__file__).resolve().parent.parent
-    return None if {"site-packages", "dist-packages"} & set(package_root.parts) else package_root
-
-
-def child_threads(devices: int, per_device: int, cpus: int | None = None) -> int:
-    """CPU threads per child when `devices * per_device` children run at once on this host's cores."""
-    return max(1, (cpus or os.cpu_count() or 1) // (devices * per_device))
-
-
-def child_env(device: str, threads: int) -> dict[str, str]:
-    """A child's environment: its device, and at most `threads` CPU threads and inductor compile workers.
-
-    GPU children need the bound as much as CPU ones: each would otherwise start one OpenMP thread per core for its
-    CPU-side work and one inductor compile worker per core, so K runs sharing a GPU would oversubscribe the host
-    K times over while they compile. A value the user exported wins.
-    """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device}
-    env.setdefault("OMP_NUM_THREADS", str(threads))
-    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(threads))
-    return env
-
-
 def _launch(
     plan: SuitePlan, item: RunProgress, device: str, launcher: tuple[str, ...], threads: int
 ) -> tuple[subprocess.Popen[bytes], IO[str]]:
@@ -390,17 +362,6 @@ def _store_lacks(store: TeacherStore | None, dataset: str, arch: str) -> bool:
         return False  # a damaged stored teacher: `fetch-teachers --force` is the way to replace it, not a suite
 
 
-def last_line(log: Path | None) -> str:
-    """The last line of a child's log that says something: usually the one-sentence error of a failed run."""
-    if log is None or not log.is_file():
-        return ""
-    with log.open("rb") as handle:
-        handle.seek(max(0, log.stat().st_size - 4096))
-        lines = [ln.strip(" \t│┃|") for ln in handle.read().decode(errors="replace").splitlines()]
-    said = [ln.strip() for ln in lines if any(c.isalnum() for c in ln)]  # not a blank line or a box border
-    return said[-1][:200] if said else ""
-
-
 def _stop_children(
     progress: dict[str, RunProgress], running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]]
 ) -> None:
@@ -419,23 +380,3 @@ def _stop_children(
         item = progress[name]
         item.status, item.returncode, item.note = "failed", proc.returncode, "interrupted: rerun the suite to resume it"
         item.seconds = time.monotonic() - (item.started or time.monotonic())
-
-
-@contextmanager
-def _interrupt_flag() -> Iterator[threading.Event]:
-    """An event set by SIGINT or SIGTERM, checked between scheduling steps, so a signal never lands between starting
-    a child and recording it (which would orphan the child)."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop  # signal handlers can only be installed from the main thread
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -36,8 +36,8 @@ from types import ModuleType
 from typing import Any, Literal
 
 from sddkd.files import write_json_atomic
+from sddkd.suite.processes import LOG_FILE, last_line, source_checkout
 from sddkd.suite.runner import (
-    LOG_FILE,
     STOP_GRACE_SECONDS,
     PlannedRun,
     RunProgress,
@@ -47,9 +47,7 @@ from sddkd.suite.runner import (
     block_dependents,
     default_launcher,
     default_store,
-    last_line,
     require_stored_teachers,
-    source_checkout,
     take_recorded_state,
     train_argv,
 )

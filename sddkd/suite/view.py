@@ -3,7 +3,6 @@ table while it runs, and the closing summary. Rich tables for people, JSON recor
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -14,8 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sddkd.report.records import run_state
-from sddkd.runs import read_run_state
+from sddkd.rundir.state import read_run_state
 from sddkd.suite.runner import RunProgress, SuiteOutcome, SuitePlan
 from sddkd.suite.slurm import Submission, read_submission
 
@@ -46,12 +44,10 @@ def status_rows(plan: SuitePlan) -> list[dict[str, Any]]:
     incomplete, failed or running. A run recorded as running on another host (a SLURM node) cannot be checked from
     here: it counts as running until its record is stale, as in `sddkd report`."""
     rows = []
-    now, hostname = datetime.now(timezone.utc), socket.gethostname()
+    now = datetime.now(timezone.utc)  # a reader's time: another host's unlocked record is stale or running
     for run in plan.runs:
-        recorded = read_run_state(plan.run_dir(run), run.config_hash)
+        recorded = read_run_state(plan.run_dir(run), run.config_hash, now)
         record, state = recorded.record, recorded.state
-        if state == "incomplete" and record.get("status") == "running" and record.get("host") != hostname:
-            state = run_state(record, now, hostname)
         rows.append({
             "run_name": run.name, "state": state, "epochs_done": record.get("epochs_done"),
             "epochs": run.config.optim.epochs, "best_top1": record.get("best_top1"),

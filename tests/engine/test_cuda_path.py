@@ -19,7 +19,7 @@ from sddkd.engine.loop import make_train_step, prepare_teacher, train
 from sddkd.engine.placement import Placement, build_data, eval_batch_size, resolve_placement
 from sddkd.engine.step import cast_for_autocast, make_optimizer, resolve_compile
 from sddkd.models import create_model
-from sddkd.suite.runner import child_env, child_threads
+from sddkd.suite.processes import child_env, child_threads
 
 PRESET = "synthetic/sdd_kd_lskd/res20_res8"
 TINY = ["data.synthetic.num_classes=5", "data.synthetic.train_per_class=24", "data.synthetic.test_per_class=8",

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from sddkd import files
 from sddkd.cli import app
 from sddkd.engine.checkpoint import CHECKSUM_KEY, load_checkpoint
-from sddkd.run_lock import LOCKED_EXIT, acquire_run_lock
-from sddkd.runs import read_run_state
+from sddkd.rundir.lock import LOCKED_EXIT, acquire_run_lock
+from sddkd.rundir.state import read_run_state
 
 runner = CliRunner()
 TINY = [

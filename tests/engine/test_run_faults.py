@@ -15,7 +15,7 @@ import torch
 
 from sddkd.engine.checkpoint import load_checkpoint
 from sddkd.engine.faults import FAULT_EXIT
-from sddkd.run_lock import LOCKED_EXIT, acquire_run_lock
+from sddkd.rundir.lock import LOCKED_EXIT, acquire_run_lock
 
 REPO = Path(__file__).resolve().parents[2]
 # 16 images of 2 classes, batches of 4: 4 steps an epoch, 3 epochs, fp32; a process is mostly its imports.

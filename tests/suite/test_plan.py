@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import sddkd.suite.runner as suite_runner
 from sddkd.cli import app
 from sddkd.config import config_hash, load_config
-from sddkd.runs import read_run_state
+from sddkd.rundir.state import read_run_state
 from sddkd.suite.plan import (
     SuiteError,
     list_suites,
@@ -193,7 +193,7 @@ def test_tables_stay_whole_at_80_columns(tmp_path):
 def test_analyze_prints_its_folder_whole_at_80_columns(tmp_path):
     from types import SimpleNamespace
 
-    from sddkd.cli import print_analysis
+    from sddkd.cli.analyze import print_analysis
 
     folder = tmp_path / "logs" / ("synthetic-sdd_kd_lskd-resnet20_resnet8-M1-2-4-s0" * 2) / "analysis"
     summary = {"top1": {"teacher": 60.0, "student": 55.0}, "agreement": {"top1": 0.8},
@@ -491,7 +491,7 @@ def test_run_directory_states(tmp_path):
     assert write(status="running", config_hash="other") == "conflict"
     assert write(status="failed") == "failed"
     assert write(status="running", pid=os.getpid()) == "incomplete"  # a live (reused) pid, but no lock
-    from sddkd.run_lock import acquire_run_lock
+    from sddkd.rundir.lock import acquire_run_lock
 
     lock = acquire_run_lock(tmp_path)
     assert write(status="running", pid=os.getpid()) == "running"
@@ -508,7 +508,7 @@ def test_runs_running_elsewhere_or_holding_another_recipe_are_not_started(tmp_pa
     plan = plan_suite(
         suite_file(tmp_path, "seeds: [0, 1]\nruns:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path
     )
-    from sddkd.run_lock import acquire_run_lock
+    from sddkd.rundir.lock import acquire_run_lock
 
     for run, record in zip(plan.runs, [{"config_hash": plan.runs[0].config_hash, "status": "running"},
                                        {"config_hash": "0123456789ab", "status": "finished"}]):  # fmt: skip
@@ -526,7 +526,7 @@ def test_runs_running_elsewhere_or_holding_another_recipe_are_not_started(tmp_pa
 
 
 def test_a_run_whose_directory_is_locked_is_left_to_its_owner(tmp_path, fake):
-    from sddkd.run_lock import acquire_run_lock
+    from sddkd.rundir.lock import acquire_run_lock
 
     plan = plan_suite(suite_file(tmp_path, "runs:\n  - presets: synthetic/vanilla/resnet8\n"), out=tmp_path)
     lock = acquire_run_lock(tmp_path / plan.runs[0].name)  # a `sddkd train` elsewhere, no record written yet

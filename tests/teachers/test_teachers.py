@@ -16,6 +16,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from sddkd import cli
+from sddkd.cli import teachers as cli_teachers
 from sddkd.models import create_model
 from sddkd.teachers.loading import TeacherError, read_checkpoint
 from sddkd.teachers.sources import fetch_teachers, missing_teacher_message
@@ -64,7 +65,7 @@ def published() -> dict:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SDDKD_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cli, "console", Console(width=400))  # table rows on one line each
+    monkeypatch.setattr(cli_teachers, "console", Console(width=400))  # table rows on one line each
     return tmp_path / "home"
 
 

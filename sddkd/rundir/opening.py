@@ -2,17 +2,18 @@
 and make a fresh start really fresh. What the directory says is then rebuilt from the checkpoint alone
 (`sddkd.engine.resume`), so a crash at any point leaves nothing that a later `--resume` would count twice.
 
-No torch import (like `runs`): the suite and the report read run directories too.
+No torch import (like the rest of `sddkd.rundir`): the suite and the report read run directories too.
 """
 
 from __future__ import annotations
 
 import shutil
 
-from sddkd.config import RunConfig
+from sddkd.config import RunConfig, config_hash
+from sddkd.errors import UserError
 from sddkd.files import remove_stale_temporaries
-from sddkd.run_lock import RunLock, acquire_run_lock
-from sddkd.runs import RunPaths, check_run_directory
+from sddkd.rundir.lock import RunLock, acquire_run_lock
+from sddkd.rundir.record import RunPaths, read_result
 
 # What one training attempt writes; a fresh start removes all of it (the suite's own files and the lock stay).
 RUN_OUTPUTS = ("metrics.jsonl", "result.json", "config.yaml", "checkpoints/last.pt", "checkpoints/best.pt")
@@ -25,6 +26,37 @@ def clear_run_outputs(paths: RunPaths) -> None:
         (paths.root / name).unlink(missing_ok=True)
     for name in RUN_OUTPUT_FOLDERS:
         shutil.rmtree(paths.root / name, ignore_errors=True)
+
+
+def check_run_directory(cfg: RunConfig, paths: RunPaths, resume: bool) -> str:
+    """Decide what to do with the run directory before any work starts: "fresh", "resume" or "finished".
+
+    A directory holding another recipe (a different config hash) is never overwritten, and an unfinished run is only
+    continued when asked, so two settings can never silently share or clobber a directory.
+    """
+    record = read_result(paths)
+    has_checkpoint = paths.last.is_file()
+    if record is None and not has_checkpoint:
+        return "fresh"
+    wanted = config_hash(cfg)
+    found = record.get("config_hash") if record else None
+    if found is not None and found != wanted:
+        raise UserError(
+            f"{paths.root} holds a different run (config hash {found}, this one is {wanted}); "
+            "choose another --out or remove that directory"
+        )
+    if record is not None and record.get("status") == "finished":
+        return "finished"
+    if not has_checkpoint:
+        return "fresh"  # it stopped (or failed) before its first checkpoint: nothing to continue or to lose
+    if not resume:
+        done = record.get("epochs_done") if record else None
+        what = f"an unfinished run ({done} epochs done)" if isinstance(done, int) else "an unfinished run"
+        raise UserError(
+            f"{paths.root} holds {what}; pass --resume to continue it, --restart to start it over, or choose "
+            "another --out"
+        )
+    return "resume"
 
 
 def open_run_directory(cfg: RunConfig, paths: RunPaths, *, resume: bool, restart: bool) -> tuple[RunLock, str]:

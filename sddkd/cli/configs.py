@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from sddkd.cli.common import NameOption, RunsRootOption, ScalesOption, SetOption, SyntheticOption, fail, resolve_config
+
 config_app = typer.Typer(
     name="config",
     help="Show the resolved config of a preset or file, copy a preset to edit, validate config files.",
@@ -18,34 +20,27 @@ out_console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
-
-
 @config_app.command("show")
 def show_command(
     preset: Annotated[str, typer.Argument(metavar="PRESET|FILE", help="Preset name or YAML path.")],
-    scales: Annotated[str | None, typer.Option("--M", help="SDD scales, e.g. 1,2,4.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="`synthetic` swaps in generated data of the same shape.")] = None,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run directory name instead of the derived one.")] = None,
-    out: Annotated[Path, typer.Option(help="Root of the run directories, to locate the run.")] = Path("logs"),
+    scales: ScalesOption = None,
+    dataset: SyntheticOption = None,
+    overrides: SetOption = None,
+    name: NameOption = None,
+    out: RunsRootOption = Path("logs"),
 ) -> None:
     """Print the resolved YAML, its config hash and run name, and where its teacher and data would come from.
 
     The output is itself a config file: `sddkd config show X --set ... > mine.yaml` then `sddkd train -p mine.yaml`.
     """
-    from sddkd.config import ConfigError, load_config
+    from sddkd.config import ConfigError
     from sddkd.config_tools import show_text
 
+    cfg = resolve_config(preset, scales=scales, dataset=dataset, overrides=overrides, name=name)
     try:
-        cfg = load_config(preset, scales=scales, dataset=dataset, overrides=overrides or (), name=name)
         text = show_text(cfg, out)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     typer.echo(text, nl=False)
 
 
@@ -62,7 +57,7 @@ def cp_command(
     try:
         written = copy_preset(preset, dest, force=force)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     out_console.print(f"wrote {escape(str(written))}")
 
 

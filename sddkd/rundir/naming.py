@@ -15,13 +15,13 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from sddkd import config
 from sddkd.config import (
     NOT_RECIPE,
     ConfigError,
     RunConfig,
     build_config,
     load_yaml,
+    presets,
     shipped_preset_name,
     swap_to_synthetic,
 )
@@ -60,7 +60,7 @@ def recipe_key(cfg: RunConfig) -> str:
 
 @lru_cache(maxsize=256)
 def _preset_recipe(preset: str, synthetic: bool) -> dict[str, Any]:
-    path = config.presets_root() / f"{preset}.yaml"
+    path = presets.presets_root() / f"{preset}.yaml"
     if not path.is_file() or shipped_preset_name(path) != preset:
         raise ConfigError(f"preset: {preset!r} is not a shipped preset (`sddkd train --list` shows them)")
     raw = load_yaml(path)

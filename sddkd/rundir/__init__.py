@@ -1,0 +1,3 @@
+"""The run directory, one torch-free home: naming (`naming`), the record and config written into it (`record`), its
+one owner (`lock`), opening it as a transaction (`opening`) and the one reader of its state (`state`). The engine
+writes it; the suite and the report read it."""

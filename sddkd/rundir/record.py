@@ -1,0 +1,114 @@
+"""What a run directory holds: its paths, the record (`result.json`), the resolved config and the metrics lines.
+
+Layout (docs/architecture.md): `config.yaml`, `metrics.jsonl`, `result.json`, `checkpoints/{last,best}.pt`.
+No torch import: `suite` and `report` read these files too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sddkd import __version__
+from sddkd.config import RunConfig, config_hash
+from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
+from sddkd.rundir.naming import identity_record, run_name
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+
+def run_paths(cfg: RunConfig, out_root: Path) -> RunPaths:
+    return RunPaths(Path(out_root) / run_name(cfg))
+
+
+def read_result(paths: RunPaths) -> dict[str, Any] | None:
+    """The record, or None when it is missing or unreadable (a resume then goes by the checkpoint alone)."""
+    try:
+        record = json.loads(paths.result.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    return {"sddkd": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
+    """The initial `result.json`: identity, planned length, and empty results."""
+    return {
+        "run_name": paths.root.name,
+        "config_hash": config_hash(cfg),
+        "status": "running",
+        "dataset": cfg.data.name,
+        "method": cfg.method.name,
+        "teacher": cfg.teacher.arch if cfg.teacher else None,
+        "student": cfg.student,
+        "scales": list(cfg.scales),
+        "seed": cfg.seed,
+        "epochs": cfg.optim.epochs,
+        "epochs_done": 0,
+        "best_top1": None,
+        "best_top5": None,
+        "best_epoch": None,
+        "last_top1": None,
+        "last_top5": None,
+        "wall_seconds": 0.0,
+        "error": None,
+        "versions": versions(),
+        "teacher_checkpoint": None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        **identity_record(cfg),  # preset, changed keys, seedless recipe, partial (smoke) or not
+    }
+
+
+def save_record(paths: RunPaths, record: dict[str, Any]) -> None:
+    record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json_atomic(paths.result, record)
+
+
+def save_config(cfg: RunConfig, paths: RunPaths) -> None:
+    header = f"# Resolved config of run {paths.root.name} (config hash {config_hash(cfg)}).\n"
+    write_text_atomic(paths.config, header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
+    # A torn line (a crash or a full disk mid-write) is harmless: a resume rewrites the file from the checkpoint.
+    with disk_full_as_user_error(paths.metrics), paths.metrics.open("a") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
