@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sddkd.bench_mlkd import ReferenceRandAugment, reference_mlkd_terms, run_mlkd_bench
+from sddkd.bench.mlkd import ReferenceRandAugment, reference_mlkd_terms, run_mlkd_bench
 from sddkd.losses import mlkd_loss
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "mlkd_golden.json").read_text())["cases"]
@@ -51,8 +51,8 @@ def test_one_tiny_round_of_the_three_loops_runs_on_cpu():
 def test_the_mlkd_loop_times_the_registrys_two_view_step():
     """The mlkd loop is the engine's run of `mlkd_lskd` (`sdd_mlkd_lskd` at several scales): its loader serves two
     views and its step's loss has MLKD's terms; a single-view method is refused."""
-    from sddkd.bench import bench_config
-    from sddkd.bench_mlkd import MlkdLoop
+    from sddkd.bench.core import bench_config
+    from sddkd.bench.mlkd import MlkdLoop
     from sddkd.engine.placement import Placement
 
     placement = Placement(torch.device("cpu"), None, False)
@@ -68,10 +68,10 @@ def test_the_mlkd_loop_times_the_registrys_two_view_step():
 def test_python_m_sddkd_bench_has_an_mlkd_mode(monkeypatch, capsys):
     """`python -m sddkd.bench --mlkd` calls run_mlkd_bench with its flags (M defaults to 1 there) and prints its JSON;
     a flag MLKD mode does not time is one line and exit 2."""
-    import sddkd.bench_mlkd
+    import sddkd.bench.mlkd
     from typer.testing import CliRunner
 
-    from sddkd.bench import app
+    from sddkd.bench.__main__ import app
 
     seen = {}
 
@@ -79,7 +79,7 @@ def test_python_m_sddkd_bench_has_an_mlkd_mode(monkeypatch, capsys):
         seen["args"] = args
         return {"mlkd": {"ms_per_step": 1.0}}
 
-    monkeypatch.setattr(sddkd.bench_mlkd, "run_mlkd_bench", fake)
+    monkeypatch.setattr(sddkd.bench.mlkd, "run_mlkd_bench", fake)
     runner = CliRunner()
     result = runner.invoke(app, ["--mlkd", "--device", "cpu", "--steps", "3", "--pair", "res20_res8", "--no-compile",
                                  "--no-baseline"])  # fmt: skip

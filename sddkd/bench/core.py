@@ -1,7 +1,6 @@
 """Training throughput of the engine against a loop written the way the reference trainers work.
 
-    python -m sddkd.bench --device cpu --steps 20              # prints one JSON object
-    python -m sddkd.bench --mlkd --device cpu --steps 10       # MLKD mode: sddkd.bench_mlkd's three loops
+The engine's loop, the reference-style baseline and `run_bench`; the command line is `sddkd.bench.__main__`.
 
 Both loops train the preset's pair (default resnet32x4 -> resnet8x4, SDD-KD-LSKD at M = 1,2,4, batch 64) from
 untrained weights on generated CIFAR-shaped data (100 classes), in one process, on the same device:
@@ -16,7 +15,6 @@ After a warm-up the loops alternate for `--rounds` rounds of `--steps` steps; ea
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import os
 import platform
@@ -24,11 +22,10 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-import typer
 from torch import Tensor, nn
 
 from sddkd.config import KDMethod, RunConfig, load_config
@@ -38,7 +35,6 @@ from sddkd.engine.evaluation import evaluate
 from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.engine.step import make_optimizer
-from sddkd.errors import UserError
 from sddkd.methods import method_of
 from sddkd.models import create_model, region_logits
 
@@ -316,8 +312,8 @@ def run_bench(
     engine = EngineLoop(cfg, placement)
     reference = BaselineLoop(cfg, placement.device, workers, batches) if baseline else None
     cached = None
-    if cache:  # the teacher-logit cache's step (sddkd.bench_cache); built before any timing
-        from sddkd.bench_cache import CachedLoop
+    if cache:  # the teacher-logit cache's step (sddkd.bench.cache); built before any timing
+        from sddkd.bench.cache import CachedLoop
 
         cached = CachedLoop(cfg, placement, cache_images, build_images)
     warmup_seconds = {"engine": engine.run(warmup)}  # includes compiling the step (and cuDNN autotuning)
@@ -370,68 +366,3 @@ def run_bench(
         else "fp32", "channels_last": placement.channels_last, "baseline_workers": workers,
     }  # fmt: skip
     return result
-
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-@app.command()
-def main(
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per timed round.")] = 30,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 64,
-    pair: Annotated[str, typer.Option(help="Teacher_student pair of an sdd_kd_lskd preset, or a preset name.")] = (
-        "res32x4_res8x4"
-    ),
-    M: Annotated[
-        str | None,
-        typer.Option("--M", help="SDD scales, e.g. 1,2,4 (default 1,2,4; with --mlkd, the MLKD step's, default 1)."),
-    ] = None,
-    compile: Annotated[bool, typer.Option(help="torch.compile the engine's step.")] = True,
-    amp: Annotated[
-        str, typer.Option(help="auto (bf16 where the device has it natively, else fp32), bf16 or off.")
-    ] = "auto",
-    channels_last: Annotated[bool | None, typer.Option(help="Engine memory format (default: the engine's).")] = None,
-    warmup: Annotated[int, typer.Option(min=1, help="Untimed steps of each loop first.")] = 5,
-    rounds: Annotated[int, typer.Option(min=1, help="Alternating timed rounds; the median is reported.")] = 3,
-    workers: Annotated[int | None, typer.Option(help="Baseline DataLoader workers (default 2, as mdistiller).")] = None,
-    baseline: Annotated[bool, typer.Option(help="Also time the reference-style baseline.")] = True,
-    evaluation: Annotated[bool, typer.Option("--eval/--no-eval", help="Time the evaluation pass too.")] = True,
-    cache: Annotated[
-        bool, typer.Option("--cache/--no-cache", help="Also time the step fed by the teacher-logit cache.")
-    ] = False,
-    cache_images: Annotated[int, typer.Option(min=1, help="Training images in the timed cache.")] = 1024,
-    cache_build_images: Annotated[
-        int, typer.Option(min=1, help="Images whose cache is built with the real teacher, to time the build.")
-    ] = 16,
-    mlkd: Annotated[
-        bool,
-        typer.Option(
-            "--mlkd",
-            help="MLKD mode: time the engine's MLKD+LS step (two views; SD-MLKD+LS when --M has several scales) "
-            "against the single-view SDD-KD-LSKD step and MLKD's reference-style loop (sddkd.bench_mlkd).",
-        ),
-    ] = False,
-) -> None:
-    """Time the engine's training step against the reference-style loop; print one JSON object."""
-    try:
-        if mlkd:
-            from sddkd.bench_mlkd import run_mlkd_bench
-
-            if cache or channels_last is not None:
-                raise UserError("--mlkd times the live teacher in the engine's default memory format; drop --cache "
-                                "and --channels-last")  # fmt: skip
-            result = run_mlkd_bench(device, steps, batch_size, pair, M or "1", compile, amp, warmup, rounds, workers,
-                                    baseline)  # fmt: skip
-        else:
-            result = run_bench(device, steps, batch_size, pair, M or "1,2,4", compile, amp, channels_last, warmup,
-                               rounds, workers, baseline, evaluation, cache, cache_images,
-                               cache_build_images)  # fmt: skip
-    except UserError as exc:  # a bad option: one sentence and exit 2, as the sddkd commands do
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    app()

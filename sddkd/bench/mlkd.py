@@ -1,6 +1,6 @@
 """MLKD's training step against the single-view SDD-KD-LSKD step and a loop written the way MLKD's trainer works.
 
-    python -m sddkd.bench_mlkd --device cpu --steps 10       # prints one JSON object
+    python -m sddkd.bench --mlkd --device cpu --steps 10     # prints one JSON object
     run_mlkd_bench(device="cpu", steps=10) -> dict          # the same, for `python -m sddkd.bench` to include
 
 All three train the preset's pair (default resnet32x4 -> resnet8x4) from untrained weights on generated
@@ -8,8 +8,8 @@ CIFAR-shaped data (100 classes), in one process, on the same device, at the same
 (a) mlkd: the engine's step for the registry's `mlkd_lskd` (`sdd_mlkd_lskd` when --M has more than one scale):
     both views from the device loader's two-view mode (`sddkd.data.strong`: batched RandAugment and Cutout, no
     workers), student and teacher on both views, the fractions f, f' on the device, no host read per step; what
-    `sddkd train` runs (`sddkd.bench.EngineLoop` over `train_epoch` and `TrainStep`, compiled with --compile).
-(b) single_view: the engine's SDD-KD-LSKD step at M = 1,2,4 (`sddkd.bench.EngineLoop`, what `sddkd train` runs).
+    `sddkd train` runs (`sddkd.bench.core.EngineLoop` over `train_epoch` and `TrainStep`, compiled with --compile).
+(b) single_view: the engine's SDD-KD-LSKD step at M = 1,2,4 (`sddkd.bench.core.EngineLoop`, what `sddkd train` runs).
 (c) reference: MLKD's official trainer as written: the weak and strong views built with PIL (RandomCrop,
     RandomHorizontalFlip, the FixMatch-style RandAugment and Cutout) in a DataLoader with 2 workers, fp32,
     `nn.DataParallel` on CUDA, `forward_train` operation for operation with its `np.percentile` masks read on the
@@ -19,24 +19,21 @@ After a warm-up the loops alternate for `rounds` rounds of `steps` steps; each f
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import typer
 from torch import Tensor, nn
 
-from sddkd.bench import REFERENCE_WORKERS, EngineLoop, PeakMemory, PILDataset, _device_name, bench_config
+from sddkd.bench.core import REFERENCE_WORKERS, EngineLoop, PeakMemory, PILDataset, _device_name, bench_config
 from sddkd.config import RunConfig
 from sddkd.data.strong import CUTOUT_FILL, CUTOUT_MAX_FRACTION, OPS_PER_IMAGE, VALUE_RANGES
 from sddkd.engine.placement import Placement, resolve_placement
-from sddkd.errors import UserError
 from sddkd.losses import MLKD_FIXED_TEMPERATURES
 from sddkd.methods import method_of
 from sddkd.models import create_model
@@ -292,33 +289,3 @@ def run_mlkd_bench(
         "reference_workers": workers, "reference_precision": "fp32",
     }  # fmt: skip
     return result
-
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-@app.command()
-def main(
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per timed round.")] = 10,
-    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 64,
-    pair: Annotated[str, typer.Option(help="Teacher_student pair of an sdd_kd_lskd preset.")] = "res32x4_res8x4",
-    M: Annotated[str, typer.Option("--M", help="Scales of the MLKD step (1: MLKD+LS; 1,2,4: SDD-MLKD+LS).")] = "1",
-    compile: Annotated[bool, typer.Option(help="torch.compile the MLKD and single-view steps.")] = False,
-    amp: Annotated[str, typer.Option(help="auto, bf16 or off (the reference loop is always fp32).")] = "auto",
-    warmup: Annotated[int, typer.Option(min=1, help="Untimed steps of each loop first.")] = 2,
-    rounds: Annotated[int, typer.Option(min=1, help="Alternating timed rounds; the median is reported.")] = 3,
-    workers: Annotated[int | None, typer.Option(help="Reference DataLoader workers (default 2).")] = None,
-    reference: Annotated[bool, typer.Option(help="Also time the reference-style MLKD loop.")] = True,
-) -> None:
-    """Time MLKD's step against the single-view SDD-KD-LSKD step and the reference-style loop; print JSON."""
-    try:
-        result = run_mlkd_bench(device, steps, batch_size, pair, M, compile, amp, warmup, rounds, workers, reference)
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    app()

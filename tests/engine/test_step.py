@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
-from sddkd.bench import app as bench_app
-from sddkd.bench import reference_sdd_kd_loss
+from sddkd.bench.__main__ import app as bench_app
+from sddkd.bench.core import reference_sdd_kd_loss
 from sddkd.config import load_config
 from sddkd.data import ArrayLoader
 from sddkd.engine.distill import RegionModel, make_loss_fn, teacher_regions
