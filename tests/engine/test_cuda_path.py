@@ -141,3 +141,56 @@ def test_suite_children_get_bounded_cpu_threads_and_compile_workers(monkeypatch:
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["OMP_NUM_THREADS"] == "2"
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     assert child_env("0", 4)["OMP_NUM_THREADS"] == "7", "what the user exported wins"
+
+
+class _FakeCuda:
+    """torch.cuda's RNG API over `visible` fake GPUs; a state saved on one process is restored by another."""
+
+    def __init__(self, visible: int, current: int = 0):
+        self.visible, self.current = visible, current
+        self.states = {i: torch.full((16,), i, dtype=torch.uint8) for i in range(visible)}
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.visible)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", self.get)
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set)
+
+    def _index(self, device) -> int:
+        index = device if isinstance(device, int) else torch.device(device).index
+        index = self.current if index is None else index
+        if index >= self.visible:
+            raise IndexError(f"cuda:{index} is not visible ({self.visible} GPUs)")
+        return index
+
+    def get(self, device="cuda"):
+        return self.states[self._index(device)].clone()
+
+    def set(self, state, device="cuda"):
+        self.states[self._index(device)] = state.clone()
+
+
+def test_a_resume_restores_the_current_gpus_rng_when_fewer_gpus_are_visible(monkeypatch: pytest.MonkeyPatch):
+    """Saved where 4 GPUs were visible (training on cuda:2), resumed by a process that sees one GPU (a suite child
+    with its own CUDA_VISIBLE_DEVICES): the RNG state of the device that trained comes back, and nothing fails."""
+    from sddkd.engine.checkpoint import rng_state, set_rng_state
+
+    saver = _FakeCuda(visible=4, current=2)
+    saver.install(monkeypatch)
+    saved = rng_state()
+    assert torch.equal(torch.as_tensor(saved["cuda"]), saver.states[2]), "the current device's state is saved"
+    resumer = _FakeCuda(visible=1)
+    resumer.install(monkeypatch)
+    set_rng_state(saved)
+    assert torch.equal(resumer.states[0], saver.states[2])
+
+
+def test_an_older_checkpoint_with_one_rng_state_per_gpu_still_resumes(monkeypatch: pytest.MonkeyPatch):
+    from sddkd.engine.checkpoint import set_rng_state
+
+    fake = _FakeCuda(visible=1)
+    fake.install(monkeypatch)
+    per_gpu = [torch.full((16,), 7 + i, dtype=torch.uint8) for i in range(4)]
+    set_rng_state({"torch": torch.get_rng_state(), "cuda": per_gpu})
+    assert torch.equal(fake.states[0], per_gpu[0])
