@@ -54,6 +54,12 @@ def cast_for_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return cast.eval().requires_grad_(False)
 
 
+# Compiled steps during which a failure still falls back to eager: the first compiles the forward (and, inside
+# `backward()`, the backward); CUDA graphs (reduce-overhead) warm up on the first call, record on the second and
+# replay from the third, so the third is the first that runs the recorded graphs.
+COMPILE_TRIAL_STEPS = 3
+
+
 def _stderr_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -92,7 +98,8 @@ class TrainStep:
         self.dist = dist or DistContext()
         self.warn = warn
         self.compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
-        self.compiled_once = False  # a compiled step has run: later errors are the step's own, not compiling's
+        self.compiled_steps = 0  # compiled steps that finished their backward
+        self.compiled_once = False  # the trial steps are over: later errors are the step's own, not compiling's
         self.mode = "eager"  # what ran: eager | inductor | cudagraphs (result.json's execution.compile)
         self.compile_error: str | None = None
         if compile:
@@ -105,25 +112,20 @@ class TrainStep:
         """What the run record says about the step: how it ran and, after a fallback, why it is eager."""
         return {"compile": self.mode, **({"compile_error": self.compile_error} if self.compile_error else {})}
 
+    def _fall_back(self, exc: BaseException) -> None:
+        """Compiling failed (a backend bug, a missing compiler, an unsupported op, a Triton or CUDA-graph recording
+        error): the run is still right eagerly, only slower; say so once and record it."""
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        self.compiled, self.mode, self.compile_error = None, "eager", f"{type(exc).__name__}: {first_line}"
+        self.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly")
+
     def _run_compiled(
         self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         assert self.compiled is not None
         if self.on_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
-        try:
-            outputs = self.compiled(images, labels, weights, cached_teacher)
-        except Exception as exc:
-            if self.compiled_once:
-                raise
-            # Compiling failed (a backend bug, a missing compiler, an unsupported op): the run is still right
-            # eagerly, only slower; say so once and record it.
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            self.compiled, self.mode, self.compile_error = None, "eager", f"{type(exc).__name__}: {first_line}"
-            self.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly")
-            return self.forward_loss(images, labels, weights, cached_teacher)
-        self.compiled_once = True
-        return outputs
+        return self.compiled(images, labels, weights, cached_teacher)
 
     def term_weights(self, epoch: int) -> Tensor:
         """The loss weights of `epoch` as a float32 tensor [T] on the device (one copy per epoch)."""
@@ -151,9 +153,33 @@ class TrainStep:
     def __call__(
         self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        # Drop the last step's gradients before the forward, so no output of a previous CUDA-graph replay is alive.
+        compiled = self.compiled is not None and images.shape[0] == self.batch_size
+        if compiled and self.compiled_steps < COMPILE_TRIAL_STEPS:
+            # Compiling is not over after the first forward: the backward compiles lazily inside `backward()`, and
+            # CUDA graphs warm up, then record, on later calls. A failure in any of them during the first compiled
+            # steps falls back to eager; the optimizer has not stepped yet, so the step is redone eagerly from the
+            # same weights. Later failures are the step's own and raise.
+            try:
+                weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, True)
+            except Exception as exc:
+                self._fall_back(exc)
+                weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, False)
+            else:
+                self.compiled_steps += 1
+                self.compiled_once = self.compiled_steps >= COMPILE_TRIAL_STEPS
+        else:
+            weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, compiled)
+        self.optimizer.step()
+        return weighted, finite, correct
+
+    def _forward_backward(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None, compiled: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Everything of a step but the optimizer's update: the gradients are in the parameters' `.grad`."""
+        # Drop the last step's gradients (or a failed try's) before the forward, so no output of a previous
+        # CUDA-graph replay is alive.
         self.optimizer.zero_grad(set_to_none=True)
-        if self.compiled is not None and images.shape[0] == self.batch_size:
+        if compiled:
             weighted, correct = self._run_compiled(images, labels, weights, cached_teacher)
         else:
             weighted, correct = self.forward_loss(images, labels, weights, cached_teacher)
@@ -170,7 +196,6 @@ class TrainStep:
                     p.grad.masked_fill_(~finite, 0.0)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=self.on_cuda or None)
-        self.optimizer.step()
         return weighted.detach(), finite, correct
 
 

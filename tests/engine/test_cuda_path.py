@@ -194,3 +194,77 @@ def test_an_older_checkpoint_with_one_rng_state_per_gpu_still_resumes(monkeypatc
     per_gpu = [torch.full((16,), 7 + i, dtype=torch.uint8) for i in range(4)]
     set_rng_state({"torch": torch.get_rng_state(), "cuda": per_gpu})
     assert torch.equal(fake.states[0], per_gpu[0])
+
+
+class _FailingBackward(torch.autograd.Function):
+    """Identity forward whose backward fails, as a lazily compiled backward or a CUDA-graph recording can."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("Triton Error [CUDA]: an illegal memory access while recording the backward graph")
+
+
+def _compile_failing_backward_on(call: int, calls: list[int]):
+    """A stand-in for torch.compile: the real function, except that on compiled call `call` its backward fails."""
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args):
+            calls.append(1)
+            weighted, correct = fn(*args)
+            return (_FailingBackward.apply(weighted) if len(calls) == call else weighted), correct
+
+        return compiled
+
+    return fake_compile
+
+
+@pytest.mark.parametrize("call", [1, 2, 3])
+def test_a_compile_failing_in_the_backward_of_a_trial_step_trains_eagerly(
+    call: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The first compiled step compiles the backward inside `backward()`; CUDA graphs record on the second and first
+    replay on the third. A failure there trains on eagerly, with one warning, and the record says what ran."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "compile", _compile_failing_backward_on(call, calls))
+    stream = io.StringIO()
+    cfg = load_config("synthetic/vanilla/resnet8", overrides=[*TINY, "optim.epochs=2", "engine.compile=true"])
+    record = train(cfg, tmp_path, console=Console(file=stream, width=400))
+    assert record["status"] == "finished" and len(calls) == call, "no compiled call after the failure"
+    warnings = [line for line in stream.getvalue().splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "illegal memory access" in warnings[0] and "eagerly" in warnings[0]
+    assert record["execution"]["compile"] == "eager" and "Triton Error" in record["execution"]["compile_error"]
+
+
+def test_a_failure_after_the_trial_steps_is_the_steps_own_and_raises(monkeypatch: pytest.MonkeyPatch):
+    from sddkd.engine.step import COMPILE_TRIAL_STEPS
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "compile", _compile_failing_backward_on(COMPILE_TRIAL_STEPS + 1, calls))
+    cfg = load_config("synthetic/vanilla/resnet8", overrides=[*TINY, "engine.compile=true"])
+    placement = resolve_placement(cfg.engine)
+    backbone = create_model("resnet8", num_classes=5)
+    optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+    step = make_train_step(cfg, RegionModel(backbone, cfg.scales), None, optimizer, placement, DistContext())
+    images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 5, (32,))
+    weights = step.term_weights(1)
+    for _ in range(COMPILE_TRIAL_STEPS):
+        step(images, labels, weights)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        step(images, labels, weights)
+    assert step.mode == "inductor"
+
+
+def test_the_bench_json_says_what_ran_not_what_was_asked(monkeypatch: pytest.MonkeyPatch):
+    from sddkd.bench import run_bench
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "compile", _compile_failing_backward_on(1, calls))
+    result = run_bench("cpu", steps=1, batch_size=8, pair="res20_res8", compile=True, warmup=1, rounds=1,
+                       baseline=False, measure_eval=False)  # fmt: skip
+    assert result["settings"]["compile_requested"] is True and result["settings"]["compile"] == "eager"
+    assert result["execution"]["engine"]["compile"] == "eager"
+    assert "illegal memory access" in result["execution"]["engine"]["compile_error"]
