@@ -268,3 +268,20 @@ def test_the_bench_json_says_what_ran_not_what_was_asked(monkeypatch: pytest.Mon
     assert result["settings"]["compile_requested"] is True and result["settings"]["compile"] == "eager"
     assert result["execution"]["engine"]["compile"] == "eager"
     assert "illegal memory access" in result["execution"]["engine"]["compile_error"]
+
+
+def test_cuda_runs_fp32_without_tf32_and_the_record_says_so(monkeypatch: pytest.MonkeyPatch):
+    """cuDNN runs fp32 convolutions in TF32 by default; evaluation and amp=off promise fp32. The GPU is stood in
+    for: the placement only sets the device and reads its name and bf16 support."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # torch's default, restored after the test
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    placement = resolve_placement(EngineConfig(device="cuda", amp="off"))
+    assert placement.amp_dtype is None
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    assert placement.describe() == {"device": "Fake GPU", "precision": "fp32", "channels_last": True, "tf32": False}
+    assert "tf32" not in resolve_placement(EngineConfig(device="cpu")).describe()
