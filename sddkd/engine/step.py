@@ -102,6 +102,7 @@ class TrainStep:
         self.compiled_once = False  # the trial steps are over: later errors are the step's own, not compiling's
         self.mode = "eager"  # what ran: eager | inductor | cudagraphs (result.json's execution.compile)
         self.compile_error: str | None = None
+        self.compile_cache: str | None = None  # the persistent compile-cache folder in use (set by the loop)
         if compile:
             # CUDA graphs remove the per-kernel launch cost that dominates small CIFAR nets at batch 64.
             mode = "reduce-overhead" if self.on_cuda else None
@@ -110,7 +111,12 @@ class TrainStep:
 
     def execution(self) -> dict[str, Any]:
         """What the run record says about the step: how it ran and, after a fallback, why it is eager."""
-        return {"compile": self.mode, **({"compile_error": self.compile_error} if self.compile_error else {})}
+        described: dict[str, Any] = {"compile": self.mode}
+        if self.compile_error:
+            described["compile_error"] = self.compile_error
+        if self.compile_cache and self.mode != "eager":
+            described["compile_cache"] = self.compile_cache
+        return described
 
     def _fall_back(self, exc: BaseException) -> None:
         """Compiling failed (a backend bug, a missing compiler, an unsupported op, a Triton or CUDA-graph recording

@@ -4,6 +4,7 @@ the teacher cast once for autocast, evaluation at a large batch, thread bounds o
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,30 @@ def test_cuda_runs_fp32_without_tf32_and_the_record_says_so(monkeypatch: pytest.
     assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
     assert placement.describe() == {"device": "Fake GPU", "precision": "fp32", "channels_last": True, "tf32": False}
     assert "tf32" not in resolve_placement(EngineConfig(device="cpu")).describe()
+
+
+def test_runs_of_the_same_pair_batch_and_m_share_one_persistent_compile_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Each process compiled its step cold; runs of the same (pair, batch, M) now point inductor at one folder under
+    the sddkd home, before the step compiles. A folder already chosen is kept."""
+    monkeypatch.setenv("SDDKD_HOME", str(tmp_path / "home"))
+
+    def step_for(*overrides: str):
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        cfg = load_config(PRESET, overrides=[*TINY, "teacher.arch=resnet8", "engine.compile=true", *overrides])
+        placement = resolve_placement(cfg.engine)
+        backbone = create_model(cfg.student, num_classes=5)
+        optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+        teacher = prepare_teacher(create_model("resnet8", num_classes=5), placement)
+        step = make_train_step(cfg, RegionModel(backbone, cfg.scales), teacher, optimizer, placement, DistContext())
+        return step.execution()["compile_cache"], os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+    first, env = step_for()
+    assert first == env and Path(first).is_dir() and Path(first).is_relative_to(tmp_path / "home" / "compile-cache")
+    assert step_for("optim.lr=0.01", "optim.epochs=3", "seed=4")[0] == first, "the recipe's other settings share it"
+    assert step_for("optim.batch_size=16")[0] != first
+    from sddkd.engine.compile_cache import use_compile_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_compile_cache("any") == str(tmp_path / "mine")
