@@ -4,8 +4,8 @@ Without it each process compiles its step cold (25-60 s on a GPU, minutes on a C
 Inductor already keys its FX-graph and AOTAutograd caches by the graph, the inputs, torch and the device, so a cache
 folder can be shared safely; one folder per (teacher, student, per-process batch, M, torch, device) keeps each
 small and names what it holds. It lives under the sddkd home (`<home>/compile-cache/...`). Inductor reads its cache
-folder from the environment when it first compiles, so this runs before the step is compiled; a folder the user (or
-an earlier compile in this process) chose is kept.
+folder from the environment when it first compiles, so this runs before the step is compiled; a folder the user chose
+is kept.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def use_compile_cache(key: str) -> str:
     """Point inductor's caches (FX graphs, AOTAutograd, Triton kernels) at the shared folder of `key`; return the
     folder in use (the one already set, if any)."""
     chosen = os.environ.get(CACHE_ENV)
-    if chosen:
+    if chosen and os.path.abspath(chosen) != _inductor_default():
         return chosen
     folder = sddkd_home() / "compile-cache" / key
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,6 +41,16 @@ def use_compile_cache(key: str) -> str:
         os.environ.setdefault(name, "1")
     _enable_in_loaded_config()
     return str(Path(folder))
+
+
+def _inductor_default() -> str:
+    """The folder inductor picks (and writes into the environment) when none is chosen: importing parts of torch
+    can do that before the step compiles, so that value does not count as a choice."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # an older layout: only an unset variable counts as no choice
+        return ""
+    return os.path.abspath(default_cache_dir())
 
 
 def _enable_in_loaded_config() -> None:

@@ -313,3 +313,14 @@ def test_runs_of_the_same_pair_batch_and_m_share_one_persistent_compile_cache(
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert use_compile_cache("any") == str(tmp_path / "mine")
+
+
+def test_inductors_own_default_folder_is_not_a_users_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Importing parts of torch writes inductor's default folder into the environment before the step compiles."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from sddkd.engine.compile_cache import use_compile_cache
+
+    monkeypatch.setenv("SDDKD_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    assert use_compile_cache("k") == str(tmp_path / "compile-cache" / "k") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
