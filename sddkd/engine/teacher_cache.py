@@ -13,7 +13,7 @@ produces under the run's precision: bf16 under bf16 autocast, fp32 otherwise.
 
 The key is everything that determines the numbers: the teacher checkpoint's sha256, the training data's fingerprint
 (its uint8 pixels and labels), the view definition (padding, crop, flip, normalization), the stored regions, dtype
-and precision, BatchNorm folding and the device type. Any change gives another directory, so stale logits are never
+and precision, BatchNorm folding and the device type, plus on CUDA the GPU model, torch and cuDNN. Any change gives another directory, so stale logits are never
 served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
 
     manifest.json   the key's fields, shape [N, V, K, R], dtype, chunk size and each chunk's sha256
@@ -21,7 +21,8 @@ served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
 
 A build writes into `<name>.partial/` chunk by chunk (a chunk is recorded in the manifest only once its bytes are
 on disk, so an interrupted build resumes at the first unrecorded chunk) and renames the folder when complete; a
-lock file keeps two builders apart. Opening a cache checks its size and every chunk's checksum.
+lock file keeps two builders apart. Opening a cache checks its size and every chunk's checksum once; later opens
+trust a stamp (`verified.json`: the size, inode and mtime the verified file had) while the file is unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,11 +144,17 @@ def cache_fields(
     """Every input that determines a cache's numbers (the key is their hash)."""
     precision = placement.describe()["precision"]
     dtype = "bfloat16" if placement.amp_dtype == torch.bfloat16 else "float32"
-    return {
+    fields = {
         "format": FORMAT, "teacher_arch": teacher_arch, "teacher_sha256": teacher_sha256, "data_sha256": data_sha256,
         "views": views.describe(), "regions": regions, "precision": precision, "dtype": dtype,
         "bn_folded": bn_folded, "device_type": placement.device.type, "num_classes": num_classes,
     }  # fmt: skip
+    if placement.device.type == "cuda":
+        # cuDNN picks its convolution kernels by GPU model and release, and they round differently: logits built on
+        # another GPU, torch or cuDNN are not the ones this run's live teacher computes. (CPU keys stay as they were.)
+        fields["cuda"] = {"device_name": torch.cuda.get_device_name(placement.device), "torch": torch.__version__,
+                          "cudnn": torch.backends.cudnn.version()}  # fmt: skip
+    return fields
 
 
 def cache_name(fields: dict[str, Any]) -> str:
@@ -204,8 +212,51 @@ def _chunk_sha256(handle: Any, start: int, length: int) -> str:
     return digest.hexdigest()
 
 
-def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool = True) -> OpenedCache:
-    """The complete cache in `directory`, memory-mapped; CacheDamagedError (one line) when any check fails."""
+STAMP = "verified.json"
+
+
+def _file_stamp(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What changes when logits.bin is rewritten, replaced or truncated, cheap to read: size, inode, mtime, and the
+    manifest's chunk checksums the bytes were verified against."""
+    stat = path.stat()
+    chunks = hashlib.sha256(json.dumps(manifest.get("chunks"), sort_keys=True).encode()).hexdigest()
+    return {"size": stat.st_size, "inode": stat.st_ino, "mtime_ns": stat.st_mtime_ns, "chunks_sha256": chunks}
+
+
+# A stamp is trusted only for a file last written this long before it was verified: a write in the same tick of the
+# file system's clock as the verification would leave the mtime unchanged (git's "racily clean" problem).
+STAMP_MIN_AGE_NS = 2 * 10**9
+
+
+def _write_stamp(directory: Path, manifest: dict[str, Any]) -> None:
+    """Record that logits.bin, as it is now, matched every chunk checksum (a read-only store simply re-verifies)."""
+    try:
+        stamp = {**_file_stamp(directory / "logits.bin", manifest), "verified_at_ns": time.time_ns()}
+        write_json_atomic(directory / STAMP, stamp)
+    except OSError:
+        pass
+
+
+def _stamp_matches(directory: Path, manifest: dict[str, Any]) -> bool:
+    from sddkd.files import read_json
+
+    try:
+        stamp = read_json(directory / STAMP)
+        now = _file_stamp(directory / "logits.bin", manifest)
+    except (OSError, UserError, ValueError):
+        return False
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("verified_at_ns"), int):
+        return False
+    fresh = now["mtime_ns"] > stamp["verified_at_ns"] - STAMP_MIN_AGE_NS
+    return not fresh and {k: stamp.get(k) for k in now} == now
+
+
+def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool | str = True) -> OpenedCache:
+    """The complete cache in `directory`, memory-mapped; CacheDamagedError (one line) when any check fails.
+
+    verify: True hashes every chunk once, then trusts a stamp (size, inode, mtime of logits.bin) while the file is
+    unchanged: hashing a 26 GB cache costs 30-45 s on every open otherwise. "full" always hashes; False only checks
+    the manifest and the size (right after a build, which hashed each chunk as it wrote it)."""
     from sddkd.files import read_json
 
     manifest = read_json(directory / "manifest.json")
@@ -216,11 +267,12 @@ def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool = True) 
     size = path.stat().st_size if path.is_file() else -1
     if size != expected:
         raise CacheDamagedError(f"{damaged}: logits.bin holds {size} bytes, not {expected} (truncated?)")
-    if verify:
+    if verify == "full" or (verify and not _stamp_matches(directory, manifest)):
         with path.open("rb") as handle:
             for number, (start, length, checksum) in enumerate(_chunks(manifest)):
                 if _chunk_sha256(handle, start, length) != checksum:
                     raise CacheDamagedError(f"{damaged}: chunk {number} of logits.bin fails its sha256")
+        _write_stamp(directory, manifest)
     shape = cache_shape(fields, manifest["num_images"])
     logits = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=DTYPES[fields["dtype"]])
     return OpenedCache(directory, manifest, logits.view(shape))

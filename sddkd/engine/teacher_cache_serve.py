@@ -176,7 +176,9 @@ def ensure_cache(
     console.print(f"Building the teacher-logit cache {directory.name} ({size / 1e9:.2f} GB)", highlight=False)
     with _progress(progress, console) as advance:
         build_cache(directory, fields, teacher, loader.images, placement, progress=advance)
-    return open_cache(directory, fields)
+    # The builder (this process, or one that finished first while this one waited) hashed every chunk as it wrote
+    # it: no second pass over the file now; the next open verifies it once and stamps it.
+    return open_cache(directory, fields, verify=False)
 
 
 class _progress:

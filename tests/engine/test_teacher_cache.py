@@ -290,3 +290,62 @@ def test_cuda_serves_the_live_teacher_logits_from_either_residency(tmp_path: Pat
             live = teacher_regions(teacher, placement.images(images), cfg.scales)
         assert cached.device == live.device and cached.dtype == live.dtype == torch.bfloat16
         torch.testing.assert_close(cached.float(), live.float(), rtol=0.02, atol=0.05)
+
+
+def test_a_gpu_built_cache_is_keyed_by_the_gpu_model_torch_and_cudnn(monkeypatch: pytest.MonkeyPatch):
+    """cuDNN's kernels, and so the rounding of the teacher's logits, depend on the GPU model, torch and cuDNN.
+    A CUDA placement is stood in for: cache_fields only reads the device's name and the versions."""
+    from sddkd.engine.placement import Placement
+    from sddkd.engine.teacher_cache import Views, cache_fields
+
+    views = Views(32, 32, 32, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "cudnn": 91900}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu["name"])
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: gpu["cudnn"])
+
+    def name(device: str = "cuda") -> str:
+        placement = Placement(torch.device(device, 0) if device == "cuda" else torch.device(device), None, True)
+        return cache_name(cache_fields(
+            teacher_arch="resnet8", teacher_sha256="t" * 64, data_sha256="d" * 64, views=views,
+            regions={"layout": "finest_grid", "grid": 4}, placement=placement, bn_folded=True, num_classes=5,
+        ))  # fmt: skip
+
+    h100, cpu = name(), name("cpu")
+    gpu["name"] = "NVIDIA H200"
+    h200 = name()
+    gpu["cudnn"] = 91000
+    other_cudnn = name()
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    other_torch = name()
+    assert len({h100, h200, other_cudnn, other_torch, cpu}) == 5
+    assert name("cpu") == cpu, "a CPU cache's key does not depend on them"
+
+
+def test_a_cache_is_hashed_once_then_trusted_until_its_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every open hashed the whole file (30-45 s for 26 GB), and again right after a build."""
+    import os
+
+    from sddkd.engine import teacher_cache
+
+    hashed: list[int] = []
+    real = teacher_cache._chunk_sha256
+    monkeypatch.setattr(teacher_cache, "_chunk_sha256", lambda *a: hashed.append(1) or real(*a))
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    opened = build_for_config(cfg, QUIET, progress=False)
+    assert hashed == [], "the build hashed each chunk as it wrote it: no second pass"
+    fields, data = opened.manifest["fields"], opened.directory / "logits.bin"
+    del opened
+    old = data.stat().st_mtime_ns - 10**10  # a file written 10 s before it is verified
+    os.utime(data, ns=(old, old))
+    open_cache(data.parent, fields)
+    chunks = len(hashed)
+    assert chunks >= 1, "the first open verifies every chunk"
+    open_cache(data.parent, fields)
+    open_cache(data.parent, fields)
+    assert len(hashed) == chunks, "later opens trust the stamp"
+    assert len(open_cache(data.parent, fields, verify="full").manifest["chunks"]) and len(hashed) == 2 * chunks
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))  # same size, rewritten: the stamp no longer matches
+    with pytest.raises(CacheDamagedError, match="sha256"):
+        open_cache(data.parent, fields)
