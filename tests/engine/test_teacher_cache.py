@@ -349,3 +349,39 @@ def test_a_cache_is_hashed_once_then_trusted_until_its_file_changes(tmp_path: Pa
     data.write_bytes(bytes(raw))  # same size, rewritten: the stamp no longer matches
     with pytest.raises(CacheDamagedError, match="sha256"):
         open_cache(data.parent, fields)
+
+
+def test_runs_sharing_a_gpu_copy_the_cache_to_it_one_at_a_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """`--per-device K`: each process measured the free memory, saw the same, and copied: out-of-memory. One GPU is
+    stood in for: its free memory drops by what each copy takes, a while after the copy starts."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from sddkd.engine import teacher_cache_serve
+    from sddkd.engine.teacher_cache import OpenedCache
+
+    gpu = {"free": 100_000}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (gpu["free"], 200_000))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(uuid="GPU-1", name="x"))
+
+    def copy(store: torch.Tensor, device: torch.device) -> torch.Tensor:
+        time.sleep(0.3)  # the copy takes a while; its memory counts once it is there
+        gpu["free"] -= store.numel() * store.element_size()
+        return store
+
+    monkeypatch.setattr(teacher_cache_serve, "_to_device", copy)
+    logits = torch.zeros(10_000, dtype=torch.float32)  # 40,000 bytes: fits half of 100,000, not half of 60,000
+    opened = OpenedCache(tmp_path, {"fields": {"regions": {"layout": "finest_grid"}}}, logits)
+    residencies: list[str] = []
+
+    def process() -> None:
+        residencies.append(ServedCache(opened, (1,), torch.device("cuda", 0)).residency)
+
+    threads = [threading.Thread(target=process) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(residencies)[0] == "device memory" and residencies.count("device memory") == 1, residencies
