@@ -35,6 +35,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from sddkd.scales import Scales
 
 FORMAT = 1
 CHUNK_BYTES = 256 * 2**20  # what one committed chunk holds: a resumed build loses at most this much work
-BUILD_BATCH = 256  # images per teacher forward while building
+BUILD_BATCH = {"cpu": 256, "cuda": 4096}  # (image, view) pairs per teacher forward while building; inference only
 DISK_MARGIN = 1.02  # free space asked for beyond the cache itself (the manifest, file-system slack)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -322,6 +323,12 @@ def build_cache(
     paying for a CPU build of its contents).
     """
     compute = compute or _compute_chunk
+    if placement.amp_dtype is not None and compute is _compute_chunk:
+        # Weights in the autocast dtype once, not re-cast every batch: the numbers autocast computes (and the
+        # engine's live teacher, cast the same way).
+        from sddkd.engine.step import cast_for_autocast
+
+        teacher = cast_for_autocast(teacher, placement.amp_dtype)
     views = views_from_fields(fields)
     device = images.device
     mean = torch.tensor(views.mean, device=device).view(1, -1, 1, 1)
@@ -352,25 +359,34 @@ def build_cache(
         if progress is not None:
             progress(done_images, num_images)
         built = 0
-        with open(data, "r+b") as handle:
+        # The write, fsync and sha256 of chunk k run in a thread while the teacher computes chunk k+1 (both release
+        # the GIL); the manifest records a chunk only once its bytes are on disk.
+        with open(data, "r+b") as handle, ThreadPoolExecutor(max_workers=1) as writer:
+            pending: tuple[int, int, Future[str]] | None = None
+
+            def commit(number: int, count: int, written: Future[str]) -> None:
+                nonlocal done_images
+                manifest["chunks"][str(number)] = written.result()
+                write_json_atomic(partial / "manifest.json", manifest)
+                done_images += count
+                if progress is not None:
+                    progress(done_images, num_images)
+
             for number in range(math.ceil(num_images / chunk_images)):
                 if str(number) in manifest["chunks"]:
                     continue
                 if stop_after_chunks is not None and built >= stop_after_chunks:
-                    return directory
+                    break
                 first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
                 chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
-                raw = chunk.contiguous().view(torch.uint8).numpy()
-                handle.seek(first * per_image)
-                handle.write(raw.data)
-                handle.flush()
-                os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
-                manifest["chunks"][str(number)] = hashlib.sha256(raw.data).hexdigest()
-                write_json_atomic(partial / "manifest.json", manifest)
+                if pending is not None:
+                    commit(*pending)
+                pending = (number, last - first, writer.submit(_write_chunk, handle, first * per_image, chunk))
                 built += 1
-                done_images += last - first
-                if progress is not None:
-                    progress(done_images, num_images)
+            if pending is not None:
+                commit(*pending)
+        if len(manifest["chunks"]) < math.ceil(num_images / chunk_images):
+            return directory  # stopped early: the .partial folder stays for a resumed build
         manifest["complete"] = True
         write_json_atomic(partial / "manifest.json", manifest)
         os.replace(partial, directory)
@@ -400,6 +416,16 @@ def _resume_manifest(
     }  # fmt: skip
 
 
+def _write_chunk(handle: Any, offset: int, chunk: Tensor) -> str:
+    """Write a chunk's bytes at `offset`, force them to disk and return their sha256."""
+    raw = chunk.contiguous().view(torch.uint8).numpy()
+    handle.seek(offset)
+    handle.write(raw.data)
+    handle.flush()
+    os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
+    return hashlib.sha256(raw.data).hexdigest()
+
+
 def _compute_chunk(
     teacher: nn.Module, images: Tensor, first: int, last: int, views: Views, mean: Tensor, std: Tensor,
     fields: dict[str, Any], placement: Placement,
@@ -407,12 +433,15 @@ def _compute_chunk(
     """[n, V, K, R] on the CPU for images first..last-1: every view of each, through the teacher as in training.
 
     The n * V (image, view) pairs go through the teacher BUILD_BATCH at a time, image-major, so small datasets
-    still make full batches."""
+    still make full batches. On CUDA the results land in pinned host memory without waiting for each batch: one
+    synchronisation per chunk."""
     n, device = last - first, images.device
-    out = torch.empty(cache_shape(fields, n), dtype=DTYPES[fields["dtype"]])
+    on_cuda = device.type == "cuda"
+    out = torch.empty(cache_shape(fields, n), dtype=DTYPES[fields["dtype"]], pin_memory=on_cuda)
     flat = out.view(n * views.count, *out.shape[2:])  # [n*V, K, R], the same memory
-    for start in range(0, n * views.count, BUILD_BATCH):
-        pair = torch.arange(start, min(start + BUILD_BATCH, n * views.count), device=device)
+    batch_size = BUILD_BATCH["cuda" if on_cuda else "cpu"]
+    for start in range(0, n * views.count, batch_size):
+        pair = torch.arange(start, min(start + batch_size, n * views.count), device=device)
         view = pair % views.count  # inverse of Views.index: v = (top * n_left + left) * 2 + flip
         top, left, flip = view // (2 * views.n_left), (view // 2) % views.n_left, (view % 2).bool()
         crops = crop_flip(images, top, left, flip, size=views.crop, padding=views.padding,
@@ -422,5 +451,7 @@ def _compute_chunk(
             logits = teacher_grid(teacher, batch, fields["regions"])  # [b, K, R]
         if logits.dtype != out.dtype:
             raise RuntimeError(f"the teacher produced {logits.dtype}, the cache's key says {out.dtype}")
-        flat[start : start + len(pair)] = logits.cpu()
+        flat[start : start + len(pair)].copy_(logits, non_blocking=on_cuda)
+    if on_cuda:
+        torch.cuda.synchronize(device)  # every copy into `out` has landed before it is written
     return out

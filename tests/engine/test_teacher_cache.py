@@ -385,3 +385,47 @@ def test_runs_sharing_a_gpu_copy_the_cache_to_it_one_at_a_time(monkeypatch: pyte
     for thread in threads:
         thread.join()
     assert sorted(residencies)[0] == "device memory" and residencies.count("device memory") == 1, residencies
+
+
+def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The build re-cast the fp32 teacher every batch under autocast, and wrote and hashed each chunk before
+    computing the next. Now: one cast; chunk k is written (in a thread) while chunk k+1 is computed; same bytes."""
+    import threading
+    import time
+
+    from sddkd.engine import step as step_module
+    from sddkd.engine import teacher_cache
+
+    cfg = tiny(teacher_file(tmp_path / "t.pth"), "engine.amp=bf16")
+    placement, loader, teacher, info = run_parts(cfg)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    per_image = teacher_cache.cache_bytes(fields, 1)
+    casts: list[int] = []
+    real_cast = step_module.cast_for_autocast
+    monkeypatch.setattr(step_module, "cast_for_autocast", lambda *a: casts.append(1) or real_cast(*a))
+    events: list[tuple[str, int, float]] = []
+    real_write, real_compute = teacher_cache._write_chunk, teacher_cache._compute_chunk
+
+    def slow_write(handle, offset, chunk):
+        events.append(("write-start", offset // per_image, time.monotonic()))
+        time.sleep(0.5)
+        digest = real_write(handle, offset, chunk)
+        events.append(("write-end", offset // per_image, time.monotonic()))
+        return digest
+
+    def compute(*args):
+        events.append(("compute-start", args[2], time.monotonic()))
+        assert threading.current_thread() is threading.main_thread()
+        return real_compute(*args)
+
+    monkeypatch.setattr(teacher_cache, "_write_chunk", slow_write)
+    monkeypatch.setattr(teacher_cache, "_compute_chunk", compute)
+    built = build_cache(tmp_path / "a", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    assert len(casts) == 1, "the teacher is cast to bf16 once per build"
+    when = {(kind, image): t for kind, image, t in events}
+    assert when[("compute-start", 1)] < when[("write-end", 0)], "chunk 1 is computed while chunk 0 is written"
+    monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
+    serial = build_cache(tmp_path / "b", fields, teacher, loader.images, placement, chunk_bytes=10 * per_image)
+    assert (built / "logits.bin").read_bytes() == (serial / "logits.bin").read_bytes()
