@@ -122,6 +122,7 @@ def gpu_rehearsal(session: nox.Session) -> None:
     for name, step in summary["steps"].items():
         session.log(f"  {name}: {step['state']} ({step['seconds']} s)")
     session.log(f"  device_check.sh: {total:.0f} s in all")
+    session.log("  summary.json: " + json.dumps({k: summary[k] for k in ("compile_seconds", "resume", "suite")}))
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         session.log(f"  returned: {path.relative_to(out)} {path.stat().st_size} bytes")
     failed = {name: step["state"] for name, step in summary["steps"].items() if step["state"] != "ok"}
