@@ -54,7 +54,8 @@ HIDDEN_PACKAGES = ("pydantic", "pydantic_core", "annotated_types", "typing_inspe
 HIDE_MODULE = """
 import importlib.machinery, sys, sysconfig
 
-_SYSTEM = {sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})[k] for k in ("purelib", "platlib")}
+_BASE = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})
+_SYSTEM = {_BASE["purelib"], _BASE["platlib"]}
 
 
 class _HideSystemCopies:
@@ -103,8 +104,13 @@ def gpu_rehearsal(session: nox.Session) -> None:
         session.error(f"the working tree that would travel is {travelled / 2**20:.1f} MiB, over 64 MiB")
     python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     # The carried wheel folder, for this interpreter's Python (a real call carries the 3.12 ones).
-    session.run("bash", str(tree / "benchmarks" / "fetch_wheels.sh"), external=True, silent=True,
-                env={"PY": python_version, "DEST": str(tree / "benchmarks" / "wheels"), "PYTHON": sys.executable})
+    session.run(
+        "bash",
+        str(tree / "benchmarks" / "fetch_wheels.sh"),
+        external=True,
+        silent=True,
+        env={"PY": python_version, "DEST": str(tree / "benchmarks" / "wheels"), "PYTHON": sys.executable},
+    )
     hide = root / "hide"
     hide.mkdir()
     (hide / "_sddkd_hide.py").write_text(f"HIDDEN = {HIDDEN_PACKAGES!r}\n" + HIDE_MODULE)

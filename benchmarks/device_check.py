@@ -283,8 +283,8 @@ class Check:
     def _machine(self) -> None:
         lines = []
         if shutil.which("nvidia-smi"):
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, check=False)  # fmt: skip
+            query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+            smi = subprocess.run(query, capture_output=True, text=True, check=False)
             lines.append(smi.stdout.strip() or smi.stderr.strip())
         versions = subprocess.run(self.py("-c", MACHINE_PROBE), capture_output=True, text=True, env=self.env,
                                   check=False)  # fmt: skip

@@ -61,7 +61,9 @@ def _enable_in_loaded_config() -> None:
     if inductor is not None and os.environ.get("TORCHINDUCTOR_FX_GRAPH_CACHE") == "1":
         inductor.fx_graph_cache = True
     functorch = sys.modules.get("torch._functorch.config")
-    if functorch is not None and os.environ.get("TORCHINDUCTOR_AUTOGRAD_CACHE") == "1" and hasattr(
-        functorch, "enable_autograd_cache"
+    if (
+        functorch is not None
+        and os.environ.get("TORCHINDUCTOR_AUTOGRAD_CACHE") == "1"
+        and hasattr(functorch, "enable_autograd_cache")
     ):
         functorch.enable_autograd_cache = True

@@ -183,8 +183,8 @@ def make_train_step(
     cache = None
     if compile:  # before the first compile: runs of the same pair, batch and M share their compiled code
         teacher_arch = cfg.teacher.arch if cfg.teacher is not None else None
-        key = compile_cache_key(teacher_arch, cfg.student, batch, format_scales(cfg.scales), placement.describe()["device"])
-        cache = use_compile_cache(key)
+        scales, device = format_scales(cfg.scales), placement.describe()["device"]
+        cache = use_compile_cache(compile_cache_key(teacher_arch, cfg.student, batch, scales, device))
     step = TrainStep(
         student, teacher, make_loss_fn(cfg.method), optimizer, placement, scales=cfg.scales,
         batch_size=batch, nonfinite=cfg.engine.nonfinite, grad_clip=cfg.optim.grad_clip, compile=compile, dist=dist,

@@ -13,8 +13,8 @@ produces under the run's precision: bf16 under bf16 autocast, fp32 otherwise.
 
 The key is everything that determines the numbers: the teacher checkpoint's sha256, the training data's fingerprint
 (its uint8 pixels and labels), the view definition (padding, crop, flip, normalization), the stored regions, dtype
-and precision, BatchNorm folding and the device type, plus on CUDA the GPU model, torch and cuDNN. Any change gives another directory, so stale logits are never
-served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
+and precision, BatchNorm folding and the device type, plus on CUDA the GPU model, torch and cuDNN. Any change gives
+another directory, so stale logits are never served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
 
     manifest.json   the key's fields, shape [N, V, K, R], dtype, chunk size and each chunk's sha256
     logits.bin      the raw values, [N, V, K, R] row-major, native byte order

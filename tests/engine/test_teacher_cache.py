@@ -387,9 +387,7 @@ def test_runs_sharing_a_gpu_copy_the_cache_to_it_one_at_a_time(monkeypatch: pyte
     assert sorted(residencies)[0] == "device memory" and residencies.count("device memory") == 1, residencies
 
 
-def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The build re-cast the fp32 teacher every batch under autocast, and wrote and hashed each chunk before
     computing the next. Now: one cast; chunk k is written (in a thread) while chunk k+1 is computed; same bytes."""
     import threading
