@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from sddkd.data.loader import crop_flip, normalize
 from sddkd.engine.placement import Placement
 from sddkd.errors import UserError
-from sddkd.files import write_json_atomic
+from sddkd.files import DiskFullError, is_disk_full, write_json_atomic
 from sddkd.models.heads import finest_grid_applies, region_logits
 from sddkd.scales import Scales
 
@@ -361,30 +361,40 @@ def build_cache(
         built = 0
         # The write, fsync and sha256 of chunk k run in a thread while the teacher computes chunk k+1 (both release
         # the GIL); the manifest records a chunk only once its bytes are on disk.
-        with open(data, "r+b") as handle, ThreadPoolExecutor(max_workers=1) as writer:
-            pending: tuple[int, int, Future[str]] | None = None
+        try:
+            with open(data, "r+b") as handle, ThreadPoolExecutor(max_workers=1) as writer:
+                pending: tuple[int, int, Future[str]] | None = None
 
-            def commit(number: int, count: int, written: Future[str]) -> None:
-                nonlocal done_images
-                manifest["chunks"][str(number)] = written.result()
-                write_json_atomic(partial / "manifest.json", manifest)
-                done_images += count
-                if progress is not None:
-                    progress(done_images, num_images)
+                def commit(number: int, count: int, written: Future[str]) -> None:
+                    nonlocal done_images
+                    manifest["chunks"][str(number)] = written.result()
+                    write_json_atomic(partial / "manifest.json", manifest)
+                    done_images += count
+                    if progress is not None:
+                        progress(done_images, num_images)
 
-            for number in range(math.ceil(num_images / chunk_images)):
-                if str(number) in manifest["chunks"]:
-                    continue
-                if stop_after_chunks is not None and built >= stop_after_chunks:
-                    break
-                first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
-                chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
+                for number in range(math.ceil(num_images / chunk_images)):
+                    if str(number) in manifest["chunks"]:
+                        continue
+                    if stop_after_chunks is not None and built >= stop_after_chunks:
+                        break
+                    first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
+                    chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
+                    if pending is not None:
+                        commit(*pending)
+                    pending = (number, last - first, writer.submit(_write_chunk, handle, first * per_image, chunk))
+                    built += 1
                 if pending is not None:
                     commit(*pending)
-                pending = (number, last - first, writer.submit(_write_chunk, handle, first * per_image, chunk))
-                built += 1
-            if pending is not None:
-                commit(*pending)
+        except (OSError, DiskFullError) as exc:
+            if not (isinstance(exc, DiskFullError) or is_disk_full(exc)):
+                raise
+            # A disk filled by something else during the build: one sentence, and under teacher.cache=auto the run
+            # goes on with the live teacher. The recorded chunks stay in the .partial folder for a resumed build.
+            raise NotEnoughDiskError(
+                f"the disk of {partial.parent} filled up while building the teacher cache; free some space and "
+                "build again (it resumes), point SDDKD_HOME elsewhere, or set teacher.cache=off"
+            ) from None
         if len(manifest["chunks"]) < math.ceil(num_images / chunk_images):
             return directory  # stopped early: the .partial folder stays for a resumed build
         manifest["complete"] = True

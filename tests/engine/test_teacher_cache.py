@@ -427,3 +427,35 @@ def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(tmp_path:
     monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
     serial = build_cache(tmp_path / "b", fields, teacher, loader.images, placement, chunk_bytes=10 * per_image)
     assert (built / "logits.bin").read_bytes() == (serial / "logits.bin").read_bytes()
+
+
+def test_a_disk_that_fills_during_the_build_is_one_sentence_and_the_build_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import errno
+
+    from sddkd.engine import teacher_cache
+    from sddkd.engine.teacher_cache import NotEnoughDiskError
+
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    placement, loader, teacher, info = run_parts(cfg)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    per_image = teacher_cache.cache_bytes(fields, 1)
+    real_write, writes = teacher_cache._write_chunk, []
+
+    def fill_on_third(handle, offset, chunk):
+        writes.append(offset)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(handle, offset, chunk)
+
+    monkeypatch.setattr(teacher_cache, "_write_chunk", fill_on_third)
+    with pytest.raises(NotEnoughDiskError, match="filled up while building") as full:
+        build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    assert "\n" not in str(full.value)
+    partial = json.loads((tmp_path / "c.partial" / "manifest.json").read_text())
+    assert sorted(partial["chunks"]) == ["0", "1"], "the chunks on disk before the failure are kept"
+    monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
+    resumed = build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    fresh = build_cache(tmp_path / "d", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    assert (resumed / "logits.bin").read_bytes() == (fresh / "logits.bin").read_bytes()
