@@ -172,7 +172,7 @@ class Check:
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.start = time.monotonic()
-        self.deadline = self.start + BUDGET_SECONDS[self.kind] - float(os.environ.get("SDDKD_CHECK_SPENT", "0"))
+        self.deadline = self.start + BUDGET_SECONDS[self.kind]
         self.steps: dict[str, dict[str, Any]] = {}
         self.env = {**os.environ, "SDDKD_HOME": str(work / "home"), "PYTHONUNBUFFERED": "1"}
         self.env.pop("TORCHINDUCTOR_CACHE_DIR", None)  # the engine's shared compile cache, under WORK's sddkd home
@@ -189,10 +189,11 @@ class Check:
         log = self.logs / f"{name}.log"
         started = time.monotonic()
         sampler = self._sample_gpu(name) if sample_gpu else None
-        with open(log, "w") as err, open(self.logs / stdout if stdout else log, "a" if not stdout else "w") as out:
+        with open(log, "w") as err, open(self.logs / stdout if stdout else os.devnull, "w") as out:
             proc = subprocess.run(
-                ["timeout", "-k", str(KILL_AFTER), str(limit), *argv], stdout=out, stderr=err,
-                stdin=subprocess.DEVNULL, env={**self.env, **(env or {})}, cwd=REPO, check=False,
+                ["timeout", "-k", str(KILL_AFTER), str(limit), *argv], stdout=out if stdout else err,
+                stderr=subprocess.STDOUT if not stdout else err, stdin=subprocess.DEVNULL,
+                env={**self.env, **(env or {})}, cwd=REPO, check=False,
             )  # fmt: skip
         if sampler is not None:
             sampler.terminate()
