@@ -274,17 +274,22 @@ def test_the_bench_json_says_what_ran_not_what_was_asked(monkeypatch: pytest.Mon
 def test_cuda_runs_fp32_without_tf32_and_the_record_says_so(monkeypatch: pytest.MonkeyPatch):
     """cuDNN runs fp32 convolutions in TF32 by default; evaluation and amp=off promise fp32. The GPU is stood in
     for: the placement only sets the device and reads its name and bf16 support."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # torch's default, restored after the test
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    # Saved and restored by hand: some torch releases serve matmul.allow_tf32 through __getattr__, which
+    # monkeypatch cannot undo.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # TF32 everywhere, to be undone
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    placement = resolve_placement(EngineConfig(device="cuda", amp="off"))
-    assert placement.amp_dtype is None
-    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
-    assert placement.describe() == {"device": "Fake GPU", "precision": "fp32", "channels_last": True, "tf32": False}
+    try:
+        placement = resolve_placement(EngineConfig(device="cuda", amp="off"))
+        assert placement.amp_dtype is None
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+        assert placement.describe() == {"device": "Fake GPU", "precision": "fp32", "channels_last": True, "tf32": False}
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert "tf32" not in resolve_placement(EngineConfig(device="cpu")).describe()
 
 
