@@ -120,8 +120,10 @@ def test_an_sddkd_home_that_is_a_file_is_one_line(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SDDKD_HOME", str(tmp_path / "home" / below) if below else str(tmp_path / "home"))
     source = tmp_path / "teacher.pth"
     source.write_bytes(b"x")
-    for args in (["fetch-teachers", "--dataset", "cifar100", "--arch", "resnet56", "--source", str(source)],
-                 ["train", "-p", "synthetic/kd/res20_res8", "--device", "cpu", "--out", str(tmp_path / "logs")]):
+    for args in (
+        ["fetch-teachers", "--dataset", "cifar100", "--arch", "resnet56", "--source", str(source)],
+        ["train", "-p", "synthetic/kd/res20_res8", "--device", "cpu", "--out", str(tmp_path / "logs")],
+    ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]

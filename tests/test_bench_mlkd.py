@@ -68,9 +68,9 @@ def test_the_mlkd_loop_times_the_registrys_two_view_step():
 def test_python_m_sddkd_bench_has_an_mlkd_mode(monkeypatch, capsys):
     """`python -m sddkd.bench --mlkd` calls run_mlkd_bench with its flags (M defaults to 1 there) and prints its JSON;
     a flag MLKD mode does not time is one line and exit 2."""
-    import sddkd.bench.mlkd
     from typer.testing import CliRunner
 
+    import sddkd.bench.mlkd
     from sddkd.bench.__main__ import app
 
     seen = {}

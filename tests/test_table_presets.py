@@ -4,7 +4,6 @@ header names the published number, and `sddkd report` has an anchor for every ru
 
 import json
 import re
-from collections import Counter
 
 import pytest
 from typer.testing import CliRunner

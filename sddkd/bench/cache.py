@@ -62,7 +62,8 @@ class CachedLoop:
         build_cache(root / "built", fields, teacher, loader.images[:build_images], placement)
         self.build_seconds_per_1000 = (time.perf_counter() - start) * 1000 / build_images
         directory = build_cache(root / "timed", fields, teacher, loader.images, placement, compute=_random_chunk)
-        self.served = ServedCache(open_cache(directory, fields), cfg.scales, device)
+        # Just built, each chunk hashed as it was written: no second pass over the file (as after any build).
+        self.served = ServedCache(open_cache(directory, fields, verify=False), cfg.scales, device)
         self.loader = CachedTeacherLoader(loader, self.served, views_of(loader))
         self.cache_bytes = self.served.store.numel() * self.served.store.element_size()
         student = RegionModel(backbone, cfg.scales)

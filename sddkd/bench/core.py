@@ -362,7 +362,10 @@ def run_bench(
     result["peak_memory"] = memory.kind + ("; the baseline's loader workers not counted" if baseline else "")
     result["settings"] = {
         "pair": pair, "M": scales, "batch_size": batch_size, "steps": steps, "rounds": rounds, "warmup": warmup,
-        "compile": cfg.engine.compile, "amp": str(placement.amp_dtype).replace("torch.", "") if placement.amp_dtype
+        "compile_requested": cfg.engine.compile, "compile": engine.step.mode,
+        "amp": str(placement.amp_dtype).replace("torch.", "") if placement.amp_dtype
         else "fp32", "channels_last": placement.channels_last, "baseline_workers": workers,
     }  # fmt: skip
+    # What ran, not what was asked for: a compile that failed during its trial steps trained eagerly.
+    result["execution"] = {"engine": engine.step.execution(), **({"cached": cached.step.execution()} if cached else {})}
     return result

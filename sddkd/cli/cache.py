@@ -7,8 +7,16 @@ from typing import Annotated
 import typer
 
 from sddkd.cli.common import (
-    DataRootOption, DeviceOption, ScalesOption, SetOption, SyntheticOption, TeacherOption, console, err_console,
-    resolve_config, user_errors,
+    DataRootOption,
+    DeviceOption,
+    ScalesOption,
+    SetOption,
+    SyntheticOption,
+    TeacherOption,
+    console,
+    err_console,
+    resolve_config,
+    user_errors,
 )  # fmt: skip
 
 

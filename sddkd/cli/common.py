@@ -53,9 +53,7 @@ def user_errors() -> Iterator[None]:
 
 ScalesOption = Annotated[
     str | None,
-    typer.Option(
-        "--M", help="SDD scales, e.g. 1,2,4 (starts with 1, increasing) \\[default: the preset's or run's]."
-    ),
+    typer.Option("--M", help="SDD scales, e.g. 1,2,4 (starts with 1, increasing) \\[default: the preset's or run's]."),
 ]
 SyntheticOption = Annotated[
     str | None, typer.Option("--dataset", help="`synthetic` swaps in generated data of the same shape.")
@@ -64,7 +62,9 @@ DataRootOption = Annotated[
     Path | None,
     typer.Option("--data-root", help="Where `sddkd prepare-data` put the data \\[default: $SDDKD_DATA, else data]."),
 ]
-DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu, cuda or cuda:N \\[default: cuda if available].")]
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda or cuda:N \\[default: cuda if available].")
+]
 TeacherOption = Annotated[
     Path | None, typer.Option("--teacher", help="Teacher checkpoint file; overrides the teacher store.")
 ]

@@ -10,8 +10,20 @@ import typer
 from rich.markup import escape
 
 from sddkd.cli.common import (
-    DataRootOption, DeviceOption, NameOption, RunsRootOption, ScalesOption, SetOption, SyntheticOption, TeacherOption,
-    console, err_console, fail, is_worker_rank, resolve_config, user_errors,
+    DataRootOption,
+    DeviceOption,
+    NameOption,
+    RunsRootOption,
+    ScalesOption,
+    SetOption,
+    SyntheticOption,
+    TeacherOption,
+    console,
+    err_console,
+    fail,
+    is_worker_rank,
+    resolve_config,
+    user_errors,
 )  # fmt: skip
 
 

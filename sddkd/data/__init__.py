@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from sddkd.config import two_views_problem
 from sddkd.data.cifar import read_cifar100_split
 from sddkd.data.cub import (
     CubCache,
@@ -45,7 +46,6 @@ from sddkd.data.spec import (
     synthetic_spec,
 )
 from sddkd.data.synthetic import SyntheticConfig, SyntheticData, make_synthetic
-from sddkd.config import two_views_problem
 from sddkd.errors import UserError
 
 Loader = ArrayLoader | ImageNetLoader

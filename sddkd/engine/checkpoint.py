@@ -116,14 +116,27 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, ver
 
 
 def rng_state() -> dict[str, Any]:
-    """The global RNG states (CPU and every CUDA device), for an exact resume."""
+    """The global RNG states (CPU, and the current CUDA device's), for an exact resume.
+
+    Only the current device: a process trains on one GPU, and the set of visible GPUs can shrink between save and
+    resume (a suite child with its own CUDA_VISIBLE_DEVICES, a smaller node); states saved for every visible GPU
+    and restored by index then fail on the missing ones."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's ByteTensor
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is None or not torch.cuda.is_available():
+        return
+    if isinstance(saved, (list, tuple)):
+        # Older checkpoints held one state per visible GPU: the current device's entry, where it exists, is what
+        # that run's own device used (its index under the same visibility); else the first, a run's usual device.
+        if not saved:
+            return
+        current = torch.cuda.current_device()
+        saved = saved[current] if current < len(saved) else saved[0]
+    torch.cuda.set_rng_state(saved)  # onto the current device

@@ -136,7 +136,10 @@ def make_loss_fn(method: Any, device: torch.device | str | None = None) -> LossF
 
 
 def teacher_regions(teacher: nn.Module, images: Tensor, scales: Scales) -> Tensor:
-    """The frozen teacher's region logits `[B, K, N]`, computed in inference mode (no autograd bookkeeping)."""
+    """The frozen teacher's region logits `[B, K, N]`, computed without autograd bookkeeping.
+
+    `no_grad`, not `inference_mode`: this runs inside the compiled step, and torch 2.11's AOTAutograd fails on
+    inference tensors there ("weakref to UntypedStorage" while tracing); under no_grad the numbers are the same."""
     network = cast(ImageClassifier, teacher)  # a registered model, possibly BN-folded (sddkd.engine.step)
-    with torch.inference_mode():
+    with torch.no_grad():
         return region_logits(network, network.forward_features(images), scales)

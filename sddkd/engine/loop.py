@@ -21,11 +21,12 @@ from torch import nn
 
 from sddkd.config import OptimConfig, RunConfig, config_hash
 from sddkd.engine.checkpoint import set_rng_state
+from sddkd.engine.compile_cache import compile_cache_key, use_compile_cache
 from sddkd.engine.distill import LossFn, RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
 from sddkd.engine.faults import fault_point
-from sddkd.engine.interrupts import StopRequest, StoppedBySignal, stop_on_signals
+from sddkd.engine.interrupts import StoppedBySignal, StopRequest, stop_on_signals
 from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.engine.progress import run_bar
 from sddkd.engine.resume import (
@@ -55,6 +56,7 @@ from sddkd.rundir.record import (
     save_config,
     save_record,
 )  # fmt: skip
+from sddkd.scales import format_scales
 
 NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
 
@@ -214,13 +216,21 @@ def make_train_step(
     """The run's optimizer step (compiled per `engine.compile`); built once, reused by every epoch. `loss_fn`: the
     method's loss, when its parameters already joined the student and the optimizer."""
     warn = {} if console is None else {"warn": lambda text: dist.print(console, f"[yellow]warning:[/] {escape(text)}")}
-    return TrainStep(
+    compile = resolve_compile(cfg.engine.compile, placement.device)
+    batch = cfg.optim.batch_size // dist.world_size
+    cache = None
+    if compile:  # before the first compile: runs of the same pair, batch and M share their compiled code
+        teacher_arch = cfg.teacher.arch if cfg.teacher is not None else None
+        scales, device = format_scales(cfg.scales), placement.describe()["device"]
+        cache = use_compile_cache(compile_cache_key(teacher_arch, cfg.student, batch, scales, device))
+    step = TrainStep(
         student, teacher, loss_fn or make_loss_fn(cfg.method, placement.device), optimizer, placement,
         scales=cfg.scales,
-        batch_size=cfg.optim.batch_size // dist.world_size, nonfinite=cfg.engine.nonfinite,
-        grad_clip=cfg.optim.grad_clip, compile=resolve_compile(cfg.engine.compile, placement.device), dist=dist,
+        batch_size=batch, nonfinite=cfg.engine.nonfinite, grad_clip=cfg.optim.grad_clip, compile=compile, dist=dist,
         **warn,
     )  # fmt: skip
+    step.compile_cache = cache
+    return step
 
 
 def train(

@@ -39,7 +39,25 @@ class Placement:
         """What a run record says about where it computed (results in bf16 and fp32 are not bit-comparable)."""
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else str(self.device)
         precision = "bf16 autocast" if self.amp_dtype == torch.bfloat16 else "fp32"
-        return {"device": name, "precision": precision, "channels_last": self.channels_last}
+        described = {"device": name, "precision": precision, "channels_last": self.channels_last}
+        if self.device.type == "cuda":  # what the fp32 parts (all of them under amp=off, evaluation always) ran as
+            described["tf32"] = tf32_enabled()
+        return described
+
+
+def strict_fp32() -> None:
+    """fp32 means fp32 on CUDA: no TF32 in cuDNN convolutions (on by default) or in matmuls.
+
+    Evaluation is promised in fp32 and `amp=off` trains in fp32; TF32 would round their inputs to 10 mantissa bits
+    on Ampere and later. Under bf16 autocast the convolutions run in bf16 anyway, so this costs the default nothing.
+    The legacy flags, not `fp32_precision`: they exist in every supported torch, and once the newer API has set a
+    flag, recent releases refuse to read the legacy cuDNN one (which other code still does)."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def tf32_enabled() -> bool:
+    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -68,6 +86,7 @@ def resolve_placement(engine: EngineConfig, local_rank: int | None = None) -> Pl
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+        strict_fp32()
     auto = torch.bfloat16 if native_bf16(device) else None
     amp = {"auto": auto, "bf16": torch.bfloat16, "off": None}[engine.amp]
     # NHWC is what cuDNN's tensor-core kernels and oneDNN's CPU kernels prefer (no layout reorders per call).

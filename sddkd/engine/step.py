@@ -54,6 +54,12 @@ def cast_for_autocast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return cast.eval().requires_grad_(False)
 
 
+# Compiled steps during which a failure still falls back to eager: the first compiles the forward (and, inside
+# `backward()`, the backward); CUDA graphs (reduce-overhead) warm up on the first call, record on the second and
+# replay from the third, so the third is the first that runs the recorded graphs.
+COMPILE_TRIAL_STEPS = 3
+
+
 def _stderr_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
@@ -96,9 +102,11 @@ class TrainStep:
         self.dist = dist or DistContext()
         self.warn = warn
         self.compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
-        self.compiled_once = False  # a compiled step has run: later errors are the step's own, not compiling's
+        self.compiled_steps = 0  # compiled steps that finished their backward
+        self.compiled_once = False  # the trial steps are over: later errors are the step's own, not compiling's
         self.mode = "eager"  # what ran: eager | inductor | cudagraphs (result.json's execution.compile)
         self.compile_error: str | None = None
+        self.compile_cache: str | None = None  # the persistent compile-cache folder in use (set by the loop)
         if compile:
             # CUDA graphs remove the per-kernel launch cost that dominates small CIFAR nets at batch 64.
             mode = "reduce-overhead" if self.on_cuda else None
@@ -107,7 +115,19 @@ class TrainStep:
 
     def execution(self) -> dict[str, Any]:
         """What the run record says about the step: how it ran and, after a fallback, why it is eager."""
-        return {"compile": self.mode, **({"compile_error": self.compile_error} if self.compile_error else {})}
+        described: dict[str, Any] = {"compile": self.mode}
+        if self.compile_error:
+            described["compile_error"] = self.compile_error
+        if self.compile_cache and self.mode != "eager":
+            described["compile_cache"] = self.compile_cache
+        return described
+
+    def _fall_back(self, exc: BaseException) -> None:
+        """Compiling failed (a backend bug, a missing compiler, an unsupported op, a Triton or CUDA-graph recording
+        error): the run is still right eagerly, only slower; say so once and record it."""
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        self.compiled, self.mode, self.compile_error = None, "eager", f"{type(exc).__name__}: {first_line}"
+        self.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly")
 
     def _run_compiled(
         self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None, strong: Tensor | None
@@ -115,19 +135,7 @@ class TrainStep:
         assert self.compiled is not None
         if self.on_cuda:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are consumed
-        try:
-            outputs = self.compiled(images, labels, weights, cached_teacher, strong)
-        except Exception as exc:
-            if self.compiled_once:
-                raise
-            # Compiling failed (a backend bug, a missing compiler, an unsupported op): the run is still right
-            # eagerly, only slower; say so once and record it.
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            self.compiled, self.mode, self.compile_error = None, "eager", f"{type(exc).__name__}: {first_line}"
-            self.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly")
-            return self.forward_loss(images, labels, weights, cached_teacher, strong)
-        self.compiled_once = True
-        return outputs
+        return self.compiled(images, labels, weights, cached_teacher, strong)
 
     def term_weights(self, epoch: int) -> Tensor:
         """The loss weights of `epoch`, then the method's per-epoch inputs (`loss_fn.input_names`, e.g. CTKD's
@@ -165,9 +173,37 @@ class TrainStep:
         self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None = None,
         strong: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-        # Drop the last step's gradients before the forward, so no output of a previous CUDA-graph replay is alive.
+        compiled = self.compiled is not None and images.shape[0] == self.batch_size
+        if compiled and self.compiled_steps < COMPILE_TRIAL_STEPS:
+            # Compiling is not over after the first forward: the backward compiles lazily inside `backward()`, and
+            # CUDA graphs warm up, then record, on later calls. A failure in any of them during the first compiled
+            # steps falls back to eager; the optimizer has not stepped yet, so the step is redone eagerly from the
+            # same weights. Later failures are the step's own and raise.
+            try:
+                weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, strong,
+                                                                   True)  # fmt: skip
+            except Exception as exc:
+                self._fall_back(exc)
+                weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, strong,
+                                                                   False)  # fmt: skip
+            else:
+                self.compiled_steps += 1
+                self.compiled_once = self.compiled_steps >= COMPILE_TRIAL_STEPS
+        else:
+            weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, strong,
+                                                               compiled)  # fmt: skip
+        self.optimizer.step()
+        return weighted, finite, correct
+
+    def _forward_backward(
+        self, images: Tensor, labels: Tensor, weights: Tensor, cached_teacher: Tensor | None, strong: Tensor | None,
+        compiled: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """Everything of a step but the optimizer's update: the gradients are in the parameters' `.grad`."""
+        # Drop the last step's gradients (or a failed try's) before the forward, so no output of a previous
+        # CUDA-graph replay is alive.
         self.optimizer.zero_grad(set_to_none=True)
-        if self.compiled is not None and images.shape[0] == self.batch_size:
+        if compiled:
             weighted, correct = self._run_compiled(images, labels, weights, cached_teacher, strong)
         else:
             weighted, correct = self.forward_loss(images, labels, weights, cached_teacher, strong)
@@ -184,7 +220,6 @@ class TrainStep:
                     p.grad.masked_fill_(~finite, 0.0)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=self.on_cuda or None)
-        self.optimizer.step()
         return weighted.detach(), finite, correct
 
 

@@ -13,8 +13,8 @@ produces under the run's precision: bf16 under bf16 autocast, fp32 otherwise.
 
 The key is everything that determines the numbers: the teacher checkpoint's sha256, the training data's fingerprint
 (its uint8 pixels and labels), the view definition (padding, crop, flip, normalization), the stored regions, dtype
-and precision, BatchNorm folding and the device type. Any change gives another directory, so stale logits are never
-served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
+and precision, BatchNorm folding and the device type, plus on CUDA the GPU model, torch and cuDNN. Any change gives
+another directory, so stale logits are never served. Layout, under `<SDDKD_HOME>/teacher_cache/<arch>-<key>/`:
 
     manifest.json   the key's fields, shape [N, V, K, R], dtype, chunk size and each chunk's sha256
     logits.bin      the raw values, [N, V, K, R] row-major, native byte order
@@ -25,7 +25,8 @@ lock file keeps two builders apart. The whole file is allocated before the first
 sparse file), so two builds of different caches cannot both count the same free space, and a full disk is a
 `NotEnoughDiskError` before any work, or, should it fill up anyway, between chunks. A build can be stopped between
 chunks (`should_stop`: a SIGTERM during `sddkd train`), and resumes there. Opening a cache checks its size and
-every chunk's checksum.
+every chunk's checksum once; later opens trust a stamp (`verified.json`: the size, inode and mtime the verified
+file had) while the file is unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +50,8 @@ import torch
 from torch import Tensor, nn
 
 from sddkd.data.loader import crop_flip, normalize
-from sddkd.engine.placement import Placement
 from sddkd.engine.interrupts import StoppedBySignal
+from sddkd.engine.placement import Placement
 from sddkd.errors import UserError
 from sddkd.files import DiskFullError, is_disk_full, write_json_atomic
 from sddkd.models.heads import finest_grid_applies, region_logits
@@ -56,7 +59,7 @@ from sddkd.scales import Scales
 
 FORMAT = 1
 CHUNK_BYTES = 256 * 2**20  # what one committed chunk holds: a resumed build loses at most this much work
-BUILD_BATCH = 256  # images per teacher forward while building
+BUILD_BATCH = {"cpu": 256, "cuda": 4096}  # (image, view) pairs per teacher forward while building; inference only
 DISK_MARGIN = 1.02  # free space asked for beyond the cache itself (the manifest, file-system slack)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -149,11 +152,17 @@ def cache_fields(
     """Every input that determines a cache's numbers (the key is their hash)."""
     precision = placement.describe()["precision"]
     dtype = "bfloat16" if placement.amp_dtype == torch.bfloat16 else "float32"
-    return {
+    fields = {
         "format": FORMAT, "teacher_arch": teacher_arch, "teacher_sha256": teacher_sha256, "data_sha256": data_sha256,
         "views": views.describe(), "regions": regions, "precision": precision, "dtype": dtype,
         "bn_folded": bn_folded, "device_type": placement.device.type, "num_classes": num_classes,
     }  # fmt: skip
+    if placement.device.type == "cuda":
+        # cuDNN picks its convolution kernels by GPU model and release, and they round differently: logits built on
+        # another GPU, torch or cuDNN are not the ones this run's live teacher computes. (CPU keys stay as they were.)
+        fields["cuda"] = {"device_name": torch.cuda.get_device_name(placement.device), "torch": torch.__version__,
+                          "cudnn": torch.backends.cudnn.version()}  # fmt: skip
+    return fields
 
 
 def cache_name(fields: dict[str, Any]) -> str:
@@ -211,8 +220,51 @@ def _chunk_sha256(handle: Any, start: int, length: int) -> str:
     return digest.hexdigest()
 
 
-def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool = True) -> OpenedCache:
-    """The complete cache in `directory`, memory-mapped; CacheDamagedError (one line) when any check fails."""
+STAMP = "verified.json"
+
+
+def _file_stamp(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What changes when logits.bin is rewritten, replaced or truncated, cheap to read: size, inode, mtime, and the
+    manifest's chunk checksums the bytes were verified against."""
+    stat = path.stat()
+    chunks = hashlib.sha256(json.dumps(manifest.get("chunks"), sort_keys=True).encode()).hexdigest()
+    return {"size": stat.st_size, "inode": stat.st_ino, "mtime_ns": stat.st_mtime_ns, "chunks_sha256": chunks}
+
+
+# A stamp is trusted only for a file last written this long before it was verified: a write in the same tick of the
+# file system's clock as the verification would leave the mtime unchanged (git's "racily clean" problem).
+STAMP_MIN_AGE_NS = 2 * 10**9
+
+
+def _write_stamp(directory: Path, manifest: dict[str, Any]) -> None:
+    """Record that logits.bin, as it is now, matched every chunk checksum (a read-only store simply re-verifies)."""
+    try:
+        stamp = {**_file_stamp(directory / "logits.bin", manifest), "verified_at_ns": time.time_ns()}
+        write_json_atomic(directory / STAMP, stamp)
+    except OSError:
+        pass
+
+
+def _stamp_matches(directory: Path, manifest: dict[str, Any]) -> bool:
+    from sddkd.files import read_json
+
+    try:
+        stamp = read_json(directory / STAMP)
+        now = _file_stamp(directory / "logits.bin", manifest)
+    except (OSError, UserError, ValueError):
+        return False
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("verified_at_ns"), int):
+        return False
+    fresh = now["mtime_ns"] > stamp["verified_at_ns"] - STAMP_MIN_AGE_NS
+    return not fresh and {k: stamp.get(k) for k in now} == now
+
+
+def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool | str = True) -> OpenedCache:
+    """The complete cache in `directory`, memory-mapped; CacheDamagedError (one line) when any check fails.
+
+    verify: True hashes every chunk once, then trusts a stamp (size, inode, mtime of logits.bin) while the file is
+    unchanged: hashing a 26 GB cache costs 30-45 s on every open otherwise. "full" always hashes; False only checks
+    the manifest and the size (right after a build, which hashed each chunk as it wrote it)."""
     from sddkd.files import read_json
 
     manifest = read_json(directory / "manifest.json")
@@ -227,11 +279,12 @@ def open_cache(directory: Path, fields: dict[str, Any], *, verify: bool = True) 
     if size != expected:
         raise CacheDamagedError(f"{damaged}: logits.bin holds {size} bytes, not {expected} (truncated?)")
     try:
-        if verify:
+        if verify == "full" or (verify and not _stamp_matches(directory, manifest)):
             with path.open("rb") as handle:
                 for number, (start, length, checksum) in enumerate(_chunks(manifest)):
                     if _chunk_sha256(handle, start, length) != checksum:
                         raise CacheDamagedError(f"{damaged}: chunk {number} of logits.bin fails its sha256")
+            _write_stamp(directory, manifest)
         shape = cache_shape(fields, manifest["num_images"])
         logits = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=DTYPES[fields["dtype"]])
     except FileNotFoundError:  # removed meanwhile by another run that found it damaged
@@ -286,6 +339,12 @@ def build_cache(
     """
     compute = compute or _compute_chunk
     chunk_bytes = chunk_bytes or CHUNK_BYTES
+    if placement.amp_dtype is not None and compute is _compute_chunk:
+        # Weights in the autocast dtype once, not re-cast every batch: the numbers autocast computes (and the
+        # engine's live teacher, cast the same way).
+        from sddkd.engine.step import cast_for_autocast
+
+        teacher = cast_for_autocast(teacher, placement.amp_dtype)
     views = views_from_fields(fields)
     device = images.device
     mean = torch.tensor(views.mean, device=device).view(1, -1, 1, 1)
@@ -363,28 +422,39 @@ def _build_chunks(
     if progress is not None:
         progress(done_images, num_images)
     built = 0
-    with open(data, "r+b") as handle:
+    # The write, fsync and sha256 of chunk k run in a thread while the teacher computes chunk k+1 (both release the
+    # GIL); the manifest records a chunk only once its bytes are on disk.
+    with open(data, "r+b") as handle, ThreadPoolExecutor(max_workers=1) as writer:
+        pending: tuple[int, int, Future[str]] | None = None
+
+        def commit(number: int, count: int, written: Future[str]) -> None:
+            nonlocal done_images
+            manifest["chunks"][str(number)] = written.result()
+            write_json_atomic(partial / "manifest.json", manifest)
+            done_images += count
+            if progress is not None:
+                progress(done_images, num_images)
+
         for number in range(math.ceil(num_images / chunk_images)):
             if str(number) in manifest["chunks"]:
                 continue
             if stop_after_chunks is not None and built >= stop_after_chunks:
-                return False
+                break
             if should_stop is not None and should_stop():
+                if pending is not None:
+                    commit(*pending)
                 raise StoppedBySignal(f"while building the teacher-logit cache ({done_images} of {num_images} "
                                       "images done; the build resumes there)")  # fmt: skip
             first, last = number * chunk_images, min((number + 1) * chunk_images, num_images)
             chunk = compute(teacher, images, first, last, views, mean, std, fields, placement)
-            raw = chunk.contiguous().view(torch.uint8).numpy()
-            handle.seek(first * per_image)
-            handle.write(raw.data)
-            handle.flush()
-            os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
-            manifest["chunks"][str(number)] = hashlib.sha256(raw.data).hexdigest()
-            write_json_atomic(partial / "manifest.json", manifest)
+            if pending is not None:
+                commit(*pending)
+            pending = (number, last - first, writer.submit(_write_chunk, handle, first * per_image, chunk))
             built += 1
-            done_images += last - first
-            if progress is not None:
-                progress(done_images, num_images)
+        if pending is not None:
+            commit(*pending)
+    if len(manifest["chunks"]) < math.ceil(num_images / chunk_images):
+        return False  # stopped early (stop_after_chunks): the .partial folder stays for a resumed build
     manifest["complete"] = True
     write_json_atomic(partial / "manifest.json", manifest)
     return True
@@ -413,6 +483,16 @@ def _resume_manifest(
     }  # fmt: skip
 
 
+def _write_chunk(handle: Any, offset: int, chunk: Tensor) -> str:
+    """Write a chunk's bytes at `offset`, force them to disk and return their sha256."""
+    raw = chunk.contiguous().view(torch.uint8).numpy()
+    handle.seek(offset)
+    handle.write(raw.data)
+    handle.flush()
+    os.fsync(handle.fileno())  # the bytes are on disk before the manifest says so
+    return hashlib.sha256(raw.data).hexdigest()
+
+
 def _compute_chunk(
     teacher: nn.Module, images: Tensor, first: int, last: int, views: Views, mean: Tensor, std: Tensor,
     fields: dict[str, Any], placement: Placement,
@@ -420,12 +500,15 @@ def _compute_chunk(
     """[n, V, K, R] on the CPU for images first..last-1: every view of each, through the teacher as in training.
 
     The n * V (image, view) pairs go through the teacher BUILD_BATCH at a time, image-major, so small datasets
-    still make full batches."""
+    still make full batches. On CUDA the results land in pinned host memory without waiting for each batch: one
+    synchronisation per chunk."""
     n, device = last - first, images.device
-    out = torch.empty(cache_shape(fields, n), dtype=DTYPES[fields["dtype"]])
+    on_cuda = device.type == "cuda"
+    out = torch.empty(cache_shape(fields, n), dtype=DTYPES[fields["dtype"]], pin_memory=on_cuda)
     flat = out.view(n * views.count, *out.shape[2:])  # [n*V, K, R], the same memory
-    for start in range(0, n * views.count, BUILD_BATCH):
-        pair = torch.arange(start, min(start + BUILD_BATCH, n * views.count), device=device)
+    batch_size = BUILD_BATCH["cuda" if on_cuda else "cpu"]
+    for start in range(0, n * views.count, batch_size):
+        pair = torch.arange(start, min(start + batch_size, n * views.count), device=device)
         view = pair % views.count  # inverse of Views.index: v = (top * n_left + left) * 2 + flip
         top, left, flip = view // (2 * views.n_left), (view // 2) % views.n_left, (view % 2).bool()
         crops = crop_flip(images, top, left, flip, size=views.crop, padding=views.padding,
@@ -435,5 +518,7 @@ def _compute_chunk(
             logits = teacher_grid(teacher, batch, fields["regions"])  # [b, K, R]
         if logits.dtype != out.dtype:
             raise RuntimeError(f"the teacher produced {logits.dtype}, the cache's key says {out.dtype}")
-        flat[start : start + len(pair)] = logits.cpu()
+        flat[start : start + len(pair)].copy_(logits, non_blocking=on_cuda)
+    if on_cuda:
+        torch.cuda.synchronize(device)  # every copy into `out` has landed before it is written
     return out

@@ -5,7 +5,8 @@ teacher region logits are one gather from the cache; the train step then runs on
 lives:
 - CPU: memory-mapped from its file (the page cache keeps what fits in RAM).
 - CUDA: in device memory when it fits the budget (half the free device memory by default), else memory-mapped host
-  memory: each batch's rows are gathered on the CPU into pinned memory and copied asynchronously.
+  memory: each batch's rows are gathered on the CPU into pinned memory and copied asynchronously. Processes sharing
+  a GPU decide one at a time (a lock per GPU), each seeing the copies of those before it.
 
 `auto` (the default) uses a valid cache when one exists and builds one only when the run alone does at least as
 many teacher passes as the build costs (epochs >= views per image: 162 for CIFAR), so a smoke test never writes
@@ -14,8 +15,11 @@ gigabytes but a 240-epoch CIFAR run pays for its cache by itself; `sddkd cache-t
 
 from __future__ import annotations
 
+import fcntl
+import re
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +79,16 @@ class ServedCache:
         store = opened.logits  # [N, V, K, R]
         self.residency = "memory-mapped"
         if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            budget = free // 2 if budget is None else budget
-            if store.numel() * store.element_size() <= budget:
-                store, self.residency = _to_device(store, device), "device memory"
-            else:
-                self.residency = "host memory (memory-mapped), each batch gathered into pinned memory"
+            # One process per GPU at a time measures the free memory and copies: K runs sharing a GPU
+            # (`--per-device K`) would otherwise all see the same free memory and all copy, into out-of-memory.
+            with gpu_residency_lock(device):
+                free, _ = torch.cuda.mem_get_info(device)
+                budget = free // 2 if budget is None else budget
+                if store.numel() * store.element_size() <= budget:
+                    store, self.residency = _to_device(store, device), "device memory"
+                    torch.cuda.synchronize(device)  # allocated and filled before the next process measures
+                else:
+                    self.residency = "host memory (memory-mapped), each batch gathered into pinned memory"
         self.store = store
 
     def regions(self, index: Tensor, view: Tensor) -> Tensor:
@@ -93,6 +101,22 @@ class ServedCache:
     def describe(self) -> str:
         size = self.store.numel() * self.store.element_size()
         return f"teacher-logit cache {self.opened.directory.name} ({size / 1e9:.2f} GB, {self.residency})"
+
+
+@contextmanager
+def gpu_residency_lock(device: torch.device) -> Iterator[None]:
+    """An exclusive lock per physical GPU (its UUID: each suite child sees its GPU as cuda:0), across processes;
+    the OS releases it if a process dies."""
+    props = torch.cuda.get_device_properties(device)
+    name = str(getattr(props, "uuid", "") or f"{props.name}-{device.index or 0}")
+    path = cache_root() / f".residency-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _to_device(store: Tensor, device: torch.device, rows: int = 4096) -> Tensor:
@@ -183,7 +207,9 @@ def ensure_cache(
         console.print(f"Building the teacher-logit cache {directory.name} ({size / 1e9:.2f} GB)", highlight=False)
     with _progress(progress, console) as advance:
         build_cache(directory, fields, teacher, loader.images, placement, progress=advance, should_stop=should_stop)
-    return open_cache(directory, fields)
+    # The builder (this process, or one that finished first while this one waited) hashed every chunk as it wrote
+    # it: no second pass over the file now; the next open verifies it once and stamps it.
+    return open_cache(directory, fields, verify=False)
 
 
 def _remove_if_still_damaged(directory: Path, fields: dict[str, Any]) -> bool:

@@ -21,8 +21,8 @@ from sddkd.download import file_digest
 from sddkd.engine.checkpoint import save_checkpoint
 from sddkd.files import write_json_atomic
 from sddkd.models import create_model
-from sddkd.rundir.naming import run_name
 from sddkd.report.analysis_files import ANALYSIS_JSON, FIGURES
+from sddkd.rundir.naming import run_name
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -449,3 +449,172 @@ def test_a_cached_two_view_run_serves_the_weak_view_and_equals_the_live_run(tmp_
         weights[mode] = load_checkpoint(tmp_path / mode / records[mode]["run_name"] / "checkpoints" / "last.pt")
     for name, value in weights["on"]["model"].items():
         torch.testing.assert_close(value, weights["off"]["model"][name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_a_gpu_built_cache_is_keyed_by_the_gpu_model_torch_and_cudnn(monkeypatch: pytest.MonkeyPatch):
+    """cuDNN's kernels, and so the rounding of the teacher's logits, depend on the GPU model, torch and cuDNN.
+    A CUDA placement is stood in for: cache_fields only reads the device's name and the versions."""
+    from sddkd.engine.placement import Placement
+    from sddkd.engine.teacher_cache import Views, cache_fields
+
+    views = Views(32, 32, 32, 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "cudnn": 91900}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu["name"])
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: gpu["cudnn"])
+
+    def name(device: str = "cuda") -> str:
+        placement = Placement(torch.device(device, 0) if device == "cuda" else torch.device(device), None, True)
+        return cache_name(cache_fields(
+            teacher_arch="resnet8", teacher_sha256="t" * 64, data_sha256="d" * 64, views=views,
+            regions={"layout": "finest_grid", "grid": 4}, placement=placement, bn_folded=True, num_classes=5,
+        ))  # fmt: skip
+
+    h100, cpu = name(), name("cpu")
+    gpu["name"] = "NVIDIA H200"
+    h200 = name()
+    gpu["cudnn"] = 91000
+    other_cudnn = name()
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + ".other")
+    other_torch = name()
+    assert len({h100, h200, other_cudnn, other_torch, cpu}) == 5
+    assert name("cpu") == cpu, "a CPU cache's key does not depend on them"
+
+
+def test_a_cache_is_hashed_once_then_trusted_until_its_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every open hashed the whole file (30-45 s for 26 GB), and again right after a build."""
+    import os
+
+    from sddkd.engine import teacher_cache
+
+    hashed: list[int] = []
+    real = teacher_cache._chunk_sha256
+    monkeypatch.setattr(teacher_cache, "_chunk_sha256", lambda *a: hashed.append(1) or real(*a))
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    opened = build_for_config(cfg, QUIET, progress=False)
+    assert hashed == [], "the build hashed each chunk as it wrote it: no second pass"
+    fields, data = opened.manifest["fields"], opened.directory / "logits.bin"
+    del opened
+    old = data.stat().st_mtime_ns - 10**10  # a file written 10 s before it is verified
+    os.utime(data, ns=(old, old))
+    open_cache(data.parent, fields)
+    chunks = len(hashed)
+    assert chunks >= 1, "the first open verifies every chunk"
+    open_cache(data.parent, fields)
+    open_cache(data.parent, fields)
+    assert len(hashed) == chunks, "later opens trust the stamp"
+    assert len(open_cache(data.parent, fields, verify="full").manifest["chunks"]) and len(hashed) == 2 * chunks
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))  # same size, rewritten: the stamp no longer matches
+    with pytest.raises(CacheDamagedError, match="sha256"):
+        open_cache(data.parent, fields)
+
+
+def test_runs_sharing_a_gpu_copy_the_cache_to_it_one_at_a_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """`--per-device K`: each process measured the free memory, saw the same, and copied: out-of-memory. One GPU is
+    stood in for: its free memory drops by what each copy takes, a while after the copy starts."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from sddkd.engine import teacher_cache_serve
+    from sddkd.engine.teacher_cache import OpenedCache
+
+    gpu = {"free": 100_000}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (gpu["free"], 200_000))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(uuid="GPU-1", name="x"))
+
+    def copy(store: torch.Tensor, device: torch.device) -> torch.Tensor:
+        time.sleep(0.3)  # the copy takes a while; its memory counts once it is there
+        gpu["free"] -= store.numel() * store.element_size()
+        return store
+
+    monkeypatch.setattr(teacher_cache_serve, "_to_device", copy)
+    logits = torch.zeros(10_000, dtype=torch.float32)  # 40,000 bytes: fits half of 100,000, not half of 60,000
+    opened = OpenedCache(tmp_path, {"fields": {"regions": {"layout": "finest_grid"}}}, logits)
+    residencies: list[str] = []
+
+    def process() -> None:
+        residencies.append(ServedCache(opened, (1,), torch.device("cuda", 0)).residency)
+
+    threads = [threading.Thread(target=process) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(residencies)[0] == "device memory" and residencies.count("device memory") == 1, residencies
+
+
+def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The build re-cast the fp32 teacher every batch under autocast, and wrote and hashed each chunk before
+    computing the next. Now: one cast; chunk k is written (in a thread) while chunk k+1 is computed; same bytes."""
+    import threading
+    import time
+
+    from sddkd.engine import step as step_module
+    from sddkd.engine import teacher_cache
+
+    cfg = tiny(teacher_file(tmp_path / "t.pth"), "engine.amp=bf16")
+    placement, loader, teacher, info = run_parts(cfg)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    per_image = teacher_cache.cache_bytes(fields, 1)
+    casts: list[int] = []
+    real_cast = step_module.cast_for_autocast
+    monkeypatch.setattr(step_module, "cast_for_autocast", lambda *a: casts.append(1) or real_cast(*a))
+    events: list[tuple[str, int, float]] = []
+    real_write, real_compute = teacher_cache._write_chunk, teacher_cache._compute_chunk
+
+    def slow_write(handle, offset, chunk):
+        events.append(("write-start", offset // per_image, time.monotonic()))
+        time.sleep(0.5)
+        digest = real_write(handle, offset, chunk)
+        events.append(("write-end", offset // per_image, time.monotonic()))
+        return digest
+
+    def compute(*args):
+        events.append(("compute-start", args[2], time.monotonic()))
+        assert threading.current_thread() is threading.main_thread()
+        return real_compute(*args)
+
+    monkeypatch.setattr(teacher_cache, "_write_chunk", slow_write)
+    monkeypatch.setattr(teacher_cache, "_compute_chunk", compute)
+    built = build_cache(tmp_path / "a", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    assert len(casts) == 1, "the teacher is cast to bf16 once per build"
+    when = {(kind, image): t for kind, image, t in events}
+    assert when[("compute-start", 1)] < when[("write-end", 0)], "chunk 1 is computed while chunk 0 is written"
+    monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
+    serial = build_cache(tmp_path / "b", fields, teacher, loader.images, placement, chunk_bytes=10 * per_image)
+    assert (built / "logits.bin").read_bytes() == (serial / "logits.bin").read_bytes()
+
+
+def test_a_disk_that_fills_during_the_build_is_one_sentence_and_the_build_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import errno
+
+    from sddkd.engine import teacher_cache
+    from sddkd.engine.teacher_cache import NotEnoughDiskError
+
+    cfg = tiny(teacher_file(tmp_path / "t.pth"))
+    placement, loader, teacher, info = run_parts(cfg)
+    fields = run_cache_fields(cfg, loader, teacher, info, placement)
+    per_image = teacher_cache.cache_bytes(fields, 1)
+    real_write, writes = teacher_cache._write_chunk, []
+
+    def fill_on_third(handle, offset, chunk):
+        writes.append(offset)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(handle, offset, chunk)
+
+    monkeypatch.setattr(teacher_cache, "_write_chunk", fill_on_third)
+    with pytest.raises(NotEnoughDiskError, match="filled up while building") as full:
+        build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    assert "\n" not in str(full.value)
+    partial = json.loads((tmp_path / "c.partial" / "manifest.json").read_text())
+    assert sorted(partial["chunks"]) == ["0", "1"], "the chunks on disk before the failure are kept"
+    monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
+    resumed = build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    fresh = build_cache(tmp_path / "d", fields, teacher, loader.images, placement, chunk_bytes=per_image)
+    assert (resumed / "logits.bin").read_bytes() == (fresh / "logits.bin").read_bytes()

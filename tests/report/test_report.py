@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from sddkd.cli import app
 from sddkd.report.anchors import lookup
 from sddkd.report.records import ReportError, Row, build_report
-from sddkd.rundir.state import run_state
 from sddkd.report.render import generate_report
 from sddkd.rundir.lock import acquire_run_lock
+from sddkd.rundir.state import run_state
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()
