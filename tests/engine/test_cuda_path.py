@@ -260,7 +260,7 @@ def test_a_failure_after_the_trial_steps_is_the_steps_own_and_raises(monkeypatch
 
 
 def test_the_bench_json_says_what_ran_not_what_was_asked(monkeypatch: pytest.MonkeyPatch):
-    from sddkd.bench import run_bench
+    from sddkd.bench.core import run_bench
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "compile", _compile_failing_backward_on(1, calls))
