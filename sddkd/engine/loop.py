@@ -40,7 +40,8 @@ from sddkd.engine.resume import (
     save_partial,
 )  # fmt: skip
 from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
-from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
+from sddkd.engine.run_teacher import load_run_teacher, refuse_another_teacher
+from sddkd.engine.step import TrainStep, make_optimizer, resolve_compile
 from sddkd.engine.tracking import open_trackers, require_trackers
 from sddkd.errors import UserError
 from sddkd.methods import method_of
@@ -166,49 +167,6 @@ def train_epoch(
     )
 
 
-def _teacher_path(cfg: RunConfig) -> Path:
-    from sddkd.teachers.sources import missing_teacher_message
-    from sddkd.teachers.store import find_teacher
-
-    assert cfg.teacher is not None
-    arch, dataset = cfg.teacher.arch, cfg.data.name
-    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else find_teacher(dataset, arch)
-    if path is None:
-        raise UserError(missing_teacher_message(dataset, arch))
-    return path
-
-
-def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
-    from sddkd.teachers.store import load_teacher
-
-    assert cfg.teacher is not None
-    teacher, info = load_teacher(_teacher_path(cfg), cfg.teacher.arch, spec.model_dataset, spec.num_classes,
-                                 data_name=cfg.data.name)  # fmt: skip
-    return prepare_teacher(teacher, placement), info
-
-
-def _refuse_another_teacher(cfg: RunConfig, paths: RunPaths, checkpoint: dict[str, Any]) -> None:
-    """A resumed run must distill from the very file it started with (its sha256 is in the checkpointed record):
-    the teacher is not part of the config hash when it comes from `--teacher` or the store, so only its checksum
-    can tell that another one took its place. Checked before the directory is touched."""
-    from sddkd.teachers.store import teacher_sha256
-
-    started = (checkpoint["record"].get("teacher_checkpoint") or {}) if cfg.teacher else {}
-    wanted = started.get("sha256") if isinstance(started, dict) else None
-    if not isinstance(wanted, str):
-        return  # a run without a teacher, or a record from before teachers were recorded
-    path = _teacher_path(cfg)
-    if not path.is_file():
-        return  # load_teacher says so in its own words
-    found = teacher_sha256(path)
-    if found != wanted:
-        raise UserError(
-            f"{paths.root.name} was trained with teacher {started.get('path', '?')} (sha256 {wanted[:12]}), but "
-            f"this resume would use {path} (sha256 {found[:12]}); resume with --teacher pointing to the first "
-            "file, or pass --restart to start over with this one"
-        )
-
-
 def make_train_step(
     cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
     placement: Placement, dist: DistContext, console: Console | None = None, loss_fn: LossFn | None = None,
@@ -287,7 +245,7 @@ def _train_owned(
 ) -> dict[str, Any]:  # fmt: skip
     checkpoint = load_for_resume(cfg, paths, dist) if state == "resume" else None
     if checkpoint is not None:
-        _refuse_another_teacher(cfg, paths, checkpoint)
+        refuse_another_teacher(cfg, paths, checkpoint)
     record = record_from_checkpoint(cfg, paths, checkpoint) if checkpoint else new_record(cfg, paths)
     rows: list[dict[str, Any]] = list(checkpoint["metrics"]) if checkpoint else []
     if dist.is_main:  # the record exists before anything can fail, so every failure shows in report and --status
@@ -308,7 +266,7 @@ def _train_owned(
             backbone.to(placement.device)
             if placement.channels_last:
                 backbone.to(memory_format=torch.channels_last)
-            teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
+            teacher, teacher_info = load_run_teacher(cfg, spec, placement) if cfg.teacher else (None, None)
             networks = [(f"student {cfg.student}", backbone)]
             networks += [(f"teacher {cfg.teacher.arch}", teacher)] if teacher is not None and cfg.teacher else []
             refuse_scales_beyond_features(networks, test_loader, placement, cfg.scales)

@@ -31,6 +31,7 @@ from sddkd.config import RunConfig
 from sddkd.data.loader import ArrayLoader
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.placement import Placement
+from sddkd.engine.run_teacher import load_run_teacher
 from sddkd.engine.teacher_cache import (
     CacheDamagedError,
     NotEnoughDiskError,
@@ -299,20 +300,6 @@ def serve_teacher_cache(
 
 # ---------------------------------------------------------------------------------------------------------------
 # Building ahead of runs: `sddkd cache-teacher PRESET` and suites
-
-
-def load_run_teacher(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
-    """The run's teacher as the engine prepares it (store lookup or `teacher.checkpoint`, BatchNorm folded)."""
-    from sddkd import teachers
-    from sddkd.engine.step import prepare_teacher
-
-    assert cfg.teacher is not None
-    arch, dataset = cfg.teacher.arch, cfg.data.name
-    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else teachers.find_teacher(dataset, arch)
-    if path is None:
-        raise UserError(teachers.missing_teacher_message(dataset, arch))
-    teacher, info = teachers.load_teacher(path, arch, spec.model_dataset, spec.num_classes)
-    return prepare_teacher(teacher, placement), info
 
 
 def build_for_config(cfg: RunConfig, console: Console, *, rebuild: bool = False, progress: bool = True) -> OpenedCache:

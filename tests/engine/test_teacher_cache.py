@@ -18,13 +18,13 @@ from sddkd.engine.distill import teacher_regions
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.loop import train
 from sddkd.engine.placement import build_data, resolve_placement
+from sddkd.engine.run_teacher import load_run_teacher
 from sddkd.engine.teacher_cache import CacheDamagedError, build_cache, cache_name, cache_root, open_cache
 from sddkd.engine.teacher_cache_serve import (
     CachedTeacherLoader,
     ServedCache,
     build_for_config,
     ensure_cache,
-    load_run_teacher,
     no_exact_cache_reason,
     run_cache_fields,
     serve_teacher_cache,
