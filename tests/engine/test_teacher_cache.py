@@ -259,7 +259,7 @@ def test_served_regions_match_the_head_on_a_hand_made_grid():
 
 
 def test_the_suite_builds_one_shared_cache_only_when_its_runs_pay_for_it(tmp_path: Path):
-    from sddkd.engine.teacher_cache_serve import prebuild_for_suite
+    from sddkd.suite.prebuild import prebuild_for_suite
 
     teacher = teacher_file(tmp_path / "t.pth")
     runs = [tiny(teacher, "optim.epochs=80", "seed=0"), tiny(teacher, "optim.epochs=82", "seed=1", scales="1,4")]
