@@ -23,7 +23,7 @@ from torch import Tensor
 from sddkd.config import RunConfig
 from sddkd.engine.distill import RegionModel
 from sddkd.engine.distributed import DistContext
-from sddkd.engine.loop import make_train_step, train_epoch
+from sddkd.engine.epoch import make_train_step, train_epoch
 from sddkd.engine.placement import Placement, build_data
 from sddkd.engine.step import make_optimizer, prepare_teacher
 from sddkd.engine.teacher_cache import DTYPES, build_cache, cache_shape, open_cache
