@@ -23,9 +23,9 @@ from torch import Tensor
 from sddkd.config import RunConfig
 from sddkd.engine.distill import RegionModel
 from sddkd.engine.distributed import DistContext
-from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
+from sddkd.engine.epoch import make_train_step, train_epoch
 from sddkd.engine.placement import Placement, build_data
-from sddkd.engine.step import make_optimizer
+from sddkd.engine.step import make_optimizer, prepare_teacher
 from sddkd.engine.teacher_cache import DTYPES, build_cache, cache_shape, open_cache
 from sddkd.engine.teacher_cache_serve import CachedTeacherLoader, ServedCache, run_cache_fields, views_of
 from sddkd.models import create_model

@@ -31,10 +31,10 @@ from torch import Tensor, nn
 from sddkd.config import KDMethod, RunConfig, load_config
 from sddkd.engine.distill import RegionModel, distill_weight
 from sddkd.engine.distributed import DistContext
+from sddkd.engine.epoch import make_train_step, train_epoch
 from sddkd.engine.evaluation import evaluate
-from sddkd.engine.loop import make_train_step, prepare_teacher, train_epoch
 from sddkd.engine.placement import Placement, build_data, resolve_placement
-from sddkd.engine.step import make_optimizer
+from sddkd.engine.step import make_optimizer, prepare_teacher
 from sddkd.methods import method_of
 from sddkd.models import create_model, region_logits
 

@@ -2,8 +2,8 @@
 the only module that knows devices, AMP and processes.
 
 One loop serves every method: the method is a loss function of region logits (`sddkd.engine.distill`), never a trainer
-subclass. The loop keeps everything on the device between epochs: loss sums, accuracy counts and the non-finite
-counter are tensors, read back once per epoch, so a step never waits for the GPU.
+subclass. A run reads top to bottom in `_train_owned`: open its record, build its parts, restore, run the epochs (one
+epoch is `sddkd.engine.epoch`), finish.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 from torch import nn
 
-from sddkd.config import OptimConfig, RunConfig, config_hash
+from sddkd.config import RunConfig, config_hash
 from sddkd.engine.checkpoint import set_rng_state
-from sddkd.engine.compile_cache import compile_cache_key, use_compile_cache
 from sddkd.engine.distill import LossFn, RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
+from sddkd.engine.epoch import EpochStats, lr_at, make_train_step, train_epoch
 from sddkd.engine.evaluation import evaluate
 from sddkd.engine.faults import fault_point
 from sddkd.engine.interrupts import StoppedBySignal, StopRequest, stop_on_signals
@@ -40,9 +39,9 @@ from sddkd.engine.resume import (
     save_partial,
 )  # fmt: skip
 from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
-from sddkd.engine.step import TrainStep, make_optimizer, prepare_teacher, resolve_compile
+from sddkd.engine.run_teacher import load_run_teacher, refuse_another_teacher
+from sddkd.engine.step import TrainStep, make_optimizer
 from sddkd.engine.tracking import open_trackers, require_trackers
-from sddkd.errors import UserError
 from sddkd.methods import method_of
 from sddkd.models import create_model
 from sddkd.rundir.lock import RunLock
@@ -56,181 +55,6 @@ from sddkd.rundir.record import (
     save_config,
     save_record,
 )  # fmt: skip
-from sddkd.scales import format_scales
-
-NONFINITE_CHECK_EVERY = 200  # steps between the (rare) host syncs that look for a non-finite loss under "fail"
-
-
-class NonFiniteLossError(UserError):
-    pass
-
-
-def lr_at(optim: OptimConfig, epoch: int) -> float:
-    """Step schedule per epoch (1-based), as in mdistiller: decay once for every stage epoch already passed."""
-    stages_passed = sum(epoch > stage for stage in optim.lr_decay_epochs)
-    return optim.lr * optim.lr_decay_rate**stages_passed
-
-
-@dataclass
-class EpochStats:
-    losses: dict[str, float]
-    train_top1: float
-    samples: int
-    steps: int
-    nonfinite_steps: int
-    seconds: float
-
-
-def train_epoch(
-    step: TrainStep,
-    loader: Any,
-    cfg: RunConfig,
-    epoch: int,
-    dist: DistContext,
-    max_steps: int | None,
-    progress: Any = None,
-    *,
-    carried: PartialEpoch | None = None,
-    stop: StopRequest | None = None,
-) -> EpochStats | PartialEpoch:
-    """One pass over the training data; at most `max_steps` optimizer steps (counted from the epoch's start).
-
-    `carried`: the totals of this epoch's steps done before a resume (the loader was set to start after them).
-    Returns the epoch's stats, or, when `stop` comes due at a step boundary, the partial epoch to checkpoint.
-    """
-    step.student.train()
-    device = step.placement.device
-    names = step.loss_fn.names
-    weights = step.term_weights(epoch)  # [T] this epoch's loss weights
-    if carried is not None and dist.is_main:  # under DDP the carried totals are global: count them once
-        sums, correct, nonfinite = carried.sums.clone(), carried.correct.clone(), carried.nonfinite.clone()
-    else:
-        sums = torch.zeros(len(names), device=device)  # [T] weighted loss terms summed over steps
-        correct = torch.zeros((), device=device)
-        nonfinite = torch.zeros((), device=device, dtype=torch.int64)
-    steps = carried.steps if carried is not None else 0
-    samples = carried.samples if carried is not None else 0
-    start = time.perf_counter() - (carried.seconds if carried is not None else 0.0)
-    two_views = len(step.loss_fn.views) == 2
-    for batch in loader:
-        # (images, labels) or, for MLKD, (weak, strong, labels); a teacher-logit cache appends the teacher logits
-        if two_views:
-            images, strong, labels, *cached_teacher = batch
-        else:
-            (images, labels, *cached_teacher), strong = batch, None
-        if max_steps is not None and steps >= max_steps:
-            break
-        if stop is not None and stop.due(steps, device):
-            partial = [sums, torch.stack([correct.float(), nonfinite.float()])]
-            totals = dist.all_reduce_sum(torch.cat(partial)) if dist.world_size > 1 else None
-            if totals is not None:  # rank 0 carries the global totals after a resume, the other ranks zeros
-                sums, correct, nonfinite = totals[:-2], totals[-2], totals[-1].long()
-            return PartialEpoch(epoch, steps, samples, time.perf_counter() - start, sums, correct, nonfinite)
-        terms, finite, batch_correct = step(images, labels, weights, *cached_teacher, strong=strong)
-        sums += terms
-        nonfinite += (~finite).long()
-        correct += batch_correct
-        steps += 1
-        samples += labels.numel()
-        fault_point("mid-epoch")
-        if progress is not None:
-            progress(steps, samples, time.perf_counter() - start, sums)  # read back at most once a second
-        if cfg.engine.nonfinite == "fail" and steps % NONFINITE_CHECK_EVERY == 0:
-            if int(dist.all_reduce_max(nonfinite.clone())) > 0:  # every rank leaves the loop at the same step
-                break
-    values = dist.all_reduce_sum(torch.cat([sums, torch.stack([correct.float(), nonfinite.float()])])).tolist()
-    # Under "skip" every rank counted the same (global) skipped steps; under "fail" any count ends the run.
-    skipped_steps = round(values[-1] / dist.world_size)
-    global_steps, global_samples = steps * dist.world_size, samples * dist.world_size
-    if cfg.engine.nonfinite == "fail" and values[-1] > 0:
-        raise NonFiniteLossError(
-            f"the loss became non-finite in epoch {epoch} (engine.nonfinite=fail); lower the learning rate, "
-            "or set engine.nonfinite=skip to drop such steps"
-        )
-    limit = cfg.engine.nonfinite_skip_limit
-    if cfg.engine.nonfinite == "skip" and skipped_steps > limit * max(steps, 1):
-        raise NonFiniteLossError(
-            f"{skipped_steps} of {steps} steps of epoch {epoch} had a non-finite loss and were skipped, more than "
-            f"engine.nonfinite_skip_limit={limit:g} of them: the run is diverging (lower the learning rate) or an "
-            "input is broken (check the teacher and the data)"
-        )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return EpochStats(
-        losses={n: v / max(global_steps, 1) for n, v in zip(names, values)},
-        train_top1=100.0 * values[-2] / max(global_samples, 1),
-        samples=global_samples,
-        steps=steps,
-        nonfinite_steps=skipped_steps,
-        seconds=time.perf_counter() - start,
-    )
-
-
-def _teacher_path(cfg: RunConfig) -> Path:
-    from sddkd.teachers.sources import missing_teacher_message
-    from sddkd.teachers.store import find_teacher
-
-    assert cfg.teacher is not None
-    arch, dataset = cfg.teacher.arch, cfg.data.name
-    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else find_teacher(dataset, arch)
-    if path is None:
-        raise UserError(missing_teacher_message(dataset, arch))
-    return path
-
-
-def _teacher_for(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
-    from sddkd.teachers.store import load_teacher
-
-    assert cfg.teacher is not None
-    teacher, info = load_teacher(_teacher_path(cfg), cfg.teacher.arch, spec.model_dataset, spec.num_classes,
-                                 data_name=cfg.data.name)  # fmt: skip
-    return prepare_teacher(teacher, placement), info
-
-
-def _refuse_another_teacher(cfg: RunConfig, paths: RunPaths, checkpoint: dict[str, Any]) -> None:
-    """A resumed run must distill from the very file it started with (its sha256 is in the checkpointed record):
-    the teacher is not part of the config hash when it comes from `--teacher` or the store, so only its checksum
-    can tell that another one took its place. Checked before the directory is touched."""
-    from sddkd.teachers.store import teacher_sha256
-
-    started = (checkpoint["record"].get("teacher_checkpoint") or {}) if cfg.teacher else {}
-    wanted = started.get("sha256") if isinstance(started, dict) else None
-    if not isinstance(wanted, str):
-        return  # a run without a teacher, or a record from before teachers were recorded
-    path = _teacher_path(cfg)
-    if not path.is_file():
-        return  # load_teacher says so in its own words
-    found = teacher_sha256(path)
-    if found != wanted:
-        raise UserError(
-            f"{paths.root.name} was trained with teacher {started.get('path', '?')} (sha256 {wanted[:12]}), but "
-            f"this resume would use {path} (sha256 {found[:12]}); resume with --teacher pointing to the first "
-            "file, or pass --restart to start over with this one"
-        )
-
-
-def make_train_step(
-    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
-    placement: Placement, dist: DistContext, console: Console | None = None, loss_fn: LossFn | None = None,
-) -> TrainStep:  # fmt: skip
-    """The run's optimizer step (compiled per `engine.compile`); built once, reused by every epoch. `loss_fn`: the
-    method's loss, when its parameters already joined the student and the optimizer."""
-    warn = {} if console is None else {"warn": lambda text: dist.print(console, f"[yellow]warning:[/] {escape(text)}")}
-    compile = resolve_compile(cfg.engine.compile, placement.device)
-    batch = cfg.optim.batch_size // dist.world_size
-    cache = None
-    if compile:  # before the first compile: runs of the same pair, batch and M share their compiled code
-        teacher_arch = cfg.teacher.arch if cfg.teacher is not None else None
-        scales, device = format_scales(cfg.scales), placement.describe()["device"]
-        cache = use_compile_cache(compile_cache_key(teacher_arch, cfg.student, batch, scales, device))
-    step = TrainStep(
-        student, teacher, loss_fn or make_loss_fn(cfg.method, placement.device), optimizer, placement,
-        scales=cfg.scales,
-        batch_size=batch, nonfinite=cfg.engine.nonfinite, grad_clip=cfg.optim.grad_clip, compile=compile, dist=dist,
-        **warn,
-    )  # fmt: skip
-    step.compile_cache = cache
-    return step
 
 
 def train(
@@ -281,145 +105,234 @@ def _announce(dist: DistContext) -> Any:
     return (lambda message: sys.stderr.write(message + "\n")) if dist.is_main else None
 
 
+@dataclass
+class _Run:
+    """One owned run: what it was started with, and its record and metrics rows as they grow."""
+
+    cfg: RunConfig
+    paths: RunPaths
+    dist: DistContext
+    placement: Placement
+    console: Console
+    record: dict[str, Any]
+    rows: list[dict[str, Any]]
+    started: float  # perf_counter() at the start, less the wall time of the processes before a resume
+
+
+@dataclass
+class RunParts:
+    """What a run trains with, built once before its first epoch."""
+
+    backbone: nn.Module  # the student network itself, as checkpoints save it
+    teacher: nn.Module | None
+    teacher_info: dict[str, Any] | None
+    train_loader: Any  # a CachedTeacherLoader over the data's loader when the run uses a teacher-logit cache
+    test_loader: Any
+    loss_fn: LossFn
+    own: nn.Module | None  # the method's trainable parameters (CTKD's temperature), or None
+    optimizer: torch.optim.Optimizer
+    step: TrainStep
+
+
+@dataclass
+class _Position:
+    """Where the epochs start: epoch 1, or after a checkpoint's epoch and the steps of its partial epoch."""
+
+    start_epoch: int
+    global_step: int
+    partial: PartialEpoch | None = None
+    checkpoint: dict[str, Any] | None = None  # the one resumed from (its RNG state continues a partial epoch)
+
+
 def _train_owned(
     cfg: RunConfig, paths: RunPaths, state: str, dist: DistContext, placement: Placement, console: Console,
     stop_after_epoch: int | None,
 ) -> dict[str, Any]:  # fmt: skip
     checkpoint = load_for_resume(cfg, paths, dist) if state == "resume" else None
+    run = _open_run(cfg, paths, dist, placement, console, checkpoint)
+    tracker = None
+    failure: BaseException | None = None
+    with stop_on_signals(dist, _announce(dist)) as stop:
+        try:
+            parts = _build_parts(run, stop)
+            at = _restore(run, parts, checkpoint)
+            tracker = _start(run, parts)
+            if _run_epochs(run, parts, at, tracker, stop, stop_after_epoch):
+                run.record.update(status="finished", error=None)
+        except StoppedBySignal as exc:  # before the first step (a teacher-cache build): what it committed stays
+            run.record.update(status="interrupted", error=f"stopped by {stop.name or 'a signal'} {exc}")
+        except KeyboardInterrupt as exc:  # Ctrl-C twice: no checkpoint of this point, the last one stands
+            failure = exc
+            run.record.update(status="interrupted", error="interrupted by a second Ctrl-C before its checkpoint")
+            raise
+        except Exception as exc:
+            failure = exc
+            run.record.update(status="failed", error=str(exc) or type(exc).__name__)
+            raise
+        finally:
+            _finish(run, failure, tracker)
+    dist.leave()
+    return run.record
+
+
+def _open_run(
+    cfg: RunConfig, paths: RunPaths, dist: DistContext, placement: Placement, console: Console,
+    checkpoint: dict[str, Any] | None,
+) -> _Run:  # fmt: skip
+    """The run's record (a resume's from its checkpoint), written before anything can fail, so that every failure
+    shows in the report and --status."""
     if checkpoint is not None:
-        _refuse_another_teacher(cfg, paths, checkpoint)
+        refuse_another_teacher(cfg, paths, checkpoint)
     record = record_from_checkpoint(cfg, paths, checkpoint) if checkpoint else new_record(cfg, paths)
     rows: list[dict[str, Any]] = list(checkpoint["metrics"]) if checkpoint else []
-    if dist.is_main:  # the record exists before anything can fail, so every failure shows in report and --status
+    if dist.is_main:
         if checkpoint is not None:
             rebuild_outputs(paths, checkpoint)
         save_config(cfg, paths)
         save_record(paths, record)
     started = time.perf_counter() - float(record.get("wall_seconds") or 0.0)
-    tracker = None
-    failure: BaseException | None = None
-    with stop_on_signals(dist, _announce(dist)) as stop:
-        try:
-            two_views = len(method_of(cfg.method.name).views) == 2  # MLKD: (weak, strong, labels) batches
-            spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed,
-                                                         dist, two_views=two_views)  # fmt: skip
-            torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
-            backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
-            backbone.to(placement.device)
-            if placement.channels_last:
-                backbone.to(memory_format=torch.channels_last)
-            teacher, teacher_info = _teacher_for(cfg, spec, placement) if cfg.teacher else (None, None)
-            networks = [(f"student {cfg.student}", backbone)]
-            networks += [(f"teacher {cfg.teacher.arch}", teacher)] if teacher is not None and cfg.teacher else []
-            refuse_scales_beyond_features(networks, test_loader, placement, cfg.scales)
-            if teacher is not None:
-                from sddkd.engine.teacher_cache_serve import serve_teacher_cache
+    return _Run(cfg, paths, dist, placement, console, record, rows, started)
 
-                refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
-                train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, console,
-                                                   should_stop=lambda: stop.signum is not None)  # fmt: skip
-            loss_fn = make_loss_fn(cfg.method, placement.device)
-            own = loss_fn.parameters  # the method's trainable parameters (CTKD's temperature), or None
-            student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales, own))
-            optimizer = make_optimizer(backbone, cfg.optim, placement.device, own)
-            step = make_train_step(cfg, student, teacher, optimizer, placement, dist, console, loss_fn)
 
-            partial: PartialEpoch | None = None
-            if checkpoint is not None:
-                restore_training_state(checkpoint, backbone, optimizer, own)
-                start_epoch, global_step = checkpoint["epoch"] + 1, checkpoint["global_step"]
-                if checkpoint.get("partial") is not None:
-                    partial = PartialEpoch.from_state(checkpoint["partial"], placement.device)
-                where = f" (step {partial.steps} of {len(train_loader)})" if partial else ""
-                dist.print(console, f"Resuming {paths.root.name} at epoch {start_epoch}{where}.")
-            else:
-                _measure_teacher(cfg, record, dist, console, teacher, teacher_info, test_loader, placement)
-                start_epoch, global_step = 1, 0
-            record["execution"] = {**placement.describe(), **step.execution(), "world_size": dist.world_size}
-            execution = record["execution"]
-            dist.print(console, f"{paths.root.name} on {execution['device']}: {execution['precision']}"
-                                + (f", compiled ({step.mode})" if step.mode != "eager" else "")
-                                + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
-            if dist.is_main:
-                save_record(paths, record)
-            tracker = (
-                open_trackers(paths.root, cfg.model_dump(mode="json"), tensorboard=cfg.engine.tensorboard,
-                              wandb=cfg.engine.wandb, project=cfg.engine.wandb_project)
-                if dist.is_main else None
-            )  # fmt: skip
+def _build_parts(run: _Run, stop: StopRequest) -> RunParts:
+    """Data, student, teacher (checked, and served from its cache when the run uses one), loss, optimizer, step."""
+    cfg, dist, placement = run.cfg, run.dist, run.placement
+    two_views = len(method_of(cfg.method.name).views) == 2  # MLKD: (weak, strong, labels) batches
+    spec, train_loader, test_loader = build_data(cfg.data, cfg.optim.batch_size, placement.device, cfg.seed, dist,
+                                                 two_views=two_views)  # fmt: skip
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+    backbone = create_model(cfg.student, num_classes=spec.num_classes, dataset=spec.model_dataset)
+    backbone.to(placement.device)
+    if placement.channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    teacher, teacher_info = load_run_teacher(cfg, spec, placement) if cfg.teacher else (None, None)
+    networks = [(f"student {cfg.student}", backbone)]
+    networks += [(f"teacher {cfg.teacher.arch}", teacher)] if teacher is not None and cfg.teacher else []
+    refuse_scales_beyond_features(networks, test_loader, placement, cfg.scales)
+    if teacher is not None:
+        from sddkd.engine.teacher_cache_serve import serve_teacher_cache
 
-            complete = partial is None and _is_complete(cfg, start_epoch - 1, global_step)
-            bar = run_bar(
-                cfg.engine.progress and dist.is_main, console, epochs=cfg.optim.epochs,
-                steps_per_epoch=len(train_loader), max_steps=cfg.optim.max_steps,
-                done_steps=global_step + (partial.steps if partial else 0), start_epoch=start_epoch,
-            )  # fmt: skip
-            with bar as advance:
-                for epoch in range(start_epoch, cfg.optim.epochs + 1):
-                    if complete:
-                        break
-                    lr = lr_at(cfg.optim, epoch)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    carried = partial if partial is not None and partial.epoch == epoch else None
-                    train_loader.set_epoch(epoch, start_step=carried.steps if carried else 0)
-                    dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
-                    if carried is not None and checkpoint is not None and dist.world_size == 1:
-                        set_rng_state(checkpoint["rng"])  # the global RNG as it was at that step
-                    steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
-                    if advance is not None:
-                        done = carried.steps if carried else 0
-                        epoch_steps = len(train_loader) if steps_left is None else min(len(train_loader), steps_left)
-                        advance.start_epoch(epoch, epoch_steps, done)
-                    stats = train_epoch(step, train_loader, cfg, epoch, dist, steps_left, advance, carried=carried,
-                                        stop=stop)  # fmt: skip
-                    record["execution"].update(step.execution())  # eager from here on if compiling failed
-                    if isinstance(stats, PartialEpoch):
-                        if dist.is_main:
-                            save_partial(cfg, paths, backbone, optimizer, global_step, record, rows, stats, own)
-                        record.update(status="interrupted", error=f"stopped by {stop.name} in epoch {epoch}")
-                        break
-                    global_step += stats.steps
-                    dist.sync_buffers(backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm stats
-                    complete = _is_complete(cfg, epoch, global_step)
-                    test = (
-                        evaluate(backbone, test_loader, placement, dist)
-                        if complete or epoch % cfg.engine.eval_every == 0
-                        else None
-                    )
-                    row = _record_epoch(record, paths, cfg, dist, console, epoch, lr, stats, test, started,
-                                        loss_fn.epoch_metrics())  # fmt: skip
-                    rows.append(row)
-                    if advance is not None:
-                        advance.end_epoch(sum(stats.losses.values()), row["images_per_s"])
-                    if tracker is not None:
-                        tracker.log_epoch(row)
-                    if dist.is_main:
-                        improved = test is not None and record["best_epoch"] == epoch
-                        save_epoch(cfg, paths, backbone, optimizer, epoch, global_step, record, rows, improved, own)
-                    if complete or epoch == stop_after_epoch:
-                        break
+        refuse_nonfinite_teacher(teacher, test_loader, placement, cfg.scales)
+        train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, run.console,
+                                           should_stop=lambda: stop.signum is not None)  # fmt: skip
+    loss_fn = make_loss_fn(cfg.method, placement.device)
+    own = loss_fn.parameters
+    student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales, own))
+    optimizer = make_optimizer(backbone, cfg.optim, placement.device, own)
+    step = make_train_step(cfg, student, teacher, optimizer, placement, dist, run.console, loss_fn)
+    return RunParts(backbone, teacher, teacher_info, train_loader, test_loader, loss_fn, own, optimizer, step)
+
+
+def _restore(run: _Run, parts: RunParts, checkpoint: dict[str, Any] | None) -> _Position:
+    """A resume's weights, optimizer and position from its checkpoint; a fresh run measures its teacher instead."""
+    if checkpoint is None:
+        _measure_teacher(run, parts)
+        return _Position(1, 0)
+    restore_training_state(checkpoint, parts.backbone, parts.optimizer, parts.own)
+    saved = checkpoint.get("partial")
+    partial = PartialEpoch.from_state(saved, run.placement.device) if saved is not None else None
+    at = _Position(checkpoint["epoch"] + 1, checkpoint["global_step"], partial, checkpoint)
+    where = f" (step {partial.steps} of {len(parts.train_loader)})" if partial else ""
+    run.dist.print(run.console, f"Resuming {run.paths.root.name} at epoch {at.start_epoch}{where}.")
+    return at
+
+
+def _start(run: _Run, parts: RunParts) -> Any:
+    """Record and print how the run executes; open its trackers (rank 0), returned."""
+    cfg, dist, step = run.cfg, run.dist, parts.step
+    execution = run.record["execution"] = {**run.placement.describe(), **step.execution(),
+                                           "world_size": dist.world_size}  # fmt: skip
+    dist.print(run.console, f"{run.paths.root.name} on {execution['device']}: {execution['precision']}"
+                            + (f", compiled ({step.mode})" if step.mode != "eager" else "")
+                            + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))  # fmt: skip
+    if not dist.is_main:
+        return None
+    save_record(run.paths, run.record)
+    return open_trackers(run.paths.root, cfg.model_dump(mode="json"), tensorboard=cfg.engine.tensorboard,
+                         wandb=cfg.engine.wandb, project=cfg.engine.wandb_project)  # fmt: skip
+
+
+def _run_epochs(
+    run: _Run, parts: RunParts, at: _Position, tracker: Any, stop: StopRequest, stop_after_epoch: int | None
+) -> bool:
+    """The epochs from `at`; True once the run is complete (its epochs or max_steps done)."""
+    cfg, global_step, partial = run.cfg, at.global_step, at.partial
+    complete = partial is None and _is_complete(cfg, at.start_epoch - 1, global_step)
+    bar = run_bar(
+        cfg.engine.progress and run.dist.is_main, run.console, epochs=cfg.optim.epochs,
+        steps_per_epoch=len(parts.train_loader), max_steps=cfg.optim.max_steps,
+        done_steps=global_step + (partial.steps if partial else 0), start_epoch=at.start_epoch,
+    )  # fmt: skip
+    with bar as advance:
+        for epoch in range(at.start_epoch, cfg.optim.epochs + 1):
             if complete:
-                record.update(status="finished", error=None)
-        except StoppedBySignal as exc:  # before the first step (a teacher-cache build): what it committed stays
-            record.update(status="interrupted", error=f"stopped by {stop.name or 'a signal'} {exc}")
-        except KeyboardInterrupt as exc:  # Ctrl-C twice: no checkpoint of this point, the last one stands
-            failure = exc
-            record.update(status="interrupted", error="interrupted by a second Ctrl-C before its checkpoint")
-            raise
-        except Exception as exc:
-            failure = exc
-            record.update(status="failed", error=str(exc) or type(exc).__name__)
-            raise
-        finally:
-            record["wall_seconds"] = time.perf_counter() - started
-            if dist.is_main and paths.root.exists():
-                fault_point("before-final-record")
-                save_final_record(paths, record, failure)
-            if tracker is not None:
-                tracker.close()
-    dist.leave()
-    return record
+                break
+            carried = partial if partial is not None and partial.epoch == epoch else None
+            stats = _train_one(run, parts, epoch, global_step, carried, at.checkpoint, advance, stop)
+            if isinstance(stats, PartialEpoch):
+                if run.dist.is_main:
+                    save_partial(cfg, run.paths, parts.backbone, parts.optimizer, global_step, run.record, run.rows,
+                                 stats, parts.own)  # fmt: skip
+                run.record.update(status="interrupted", error=f"stopped by {stop.name} in epoch {epoch}")
+                return False
+            global_step += stats.steps
+            complete = _is_complete(cfg, epoch, global_step)
+            _end_epoch(run, parts, epoch, global_step, stats, complete, advance, tracker)
+            if complete or epoch == stop_after_epoch:
+                break
+    return complete
+
+
+def _train_one(
+    run: _Run, parts: RunParts, epoch: int, global_step: int, carried: PartialEpoch | None,
+    checkpoint: dict[str, Any] | None, advance: Any, stop: StopRequest,
+) -> EpochStats | PartialEpoch:  # fmt: skip
+    """Set the epoch's learning rate, data order and seeds (continuing a partial epoch where it stopped), train it."""
+    cfg, dist, loader = run.cfg, run.dist, parts.train_loader
+    for group in parts.optimizer.param_groups:
+        group["lr"] = lr_at(cfg.optim, epoch)
+    loader.set_epoch(epoch, start_step=carried.steps if carried else 0)
+    dist.seed_epoch(cfg.seed, epoch)  # dropout masks: per rank, and the same after a resume
+    if carried is not None and checkpoint is not None and dist.world_size == 1:
+        set_rng_state(checkpoint["rng"])  # the global RNG as it was at that step
+    steps_left = None if cfg.optim.max_steps is None else cfg.optim.max_steps - global_step
+    if advance is not None:
+        epoch_steps = len(loader) if steps_left is None else min(len(loader), steps_left)
+        advance.start_epoch(epoch, epoch_steps, carried.steps if carried else 0)
+    stats = train_epoch(parts.step, loader, cfg, epoch, dist, steps_left, advance, carried=carried, stop=stop)
+    run.record["execution"].update(parts.step.execution())  # eager from here on if compiling failed
+    return stats
+
+
+def _end_epoch(
+    run: _Run, parts: RunParts, epoch: int, global_step: int, stats: EpochStats, complete: bool, advance: Any,
+    tracker: Any,
+) -> None:  # fmt: skip
+    """Evaluate (every eval_every epochs and at the end), record, log and checkpoint a finished epoch."""
+    cfg, dist = run.cfg, run.dist
+    dist.sync_buffers(parts.backbone)  # every rank evaluates (and rank 0 saves) the same BatchNorm stats
+    tested = complete or epoch % cfg.engine.eval_every == 0
+    test = evaluate(parts.backbone, parts.test_loader, run.placement, dist) if tested else None
+    row = _record_epoch(run, epoch, lr_at(cfg.optim, epoch), stats, test, parts.loss_fn.epoch_metrics())
+    run.rows.append(row)
+    if advance is not None:
+        advance.end_epoch(sum(stats.losses.values()), row["images_per_s"])
+    if tracker is not None:
+        tracker.log_epoch(row)
+    if dist.is_main:
+        improved = test is not None and run.record["best_epoch"] == epoch
+        save_epoch(cfg, run.paths, parts.backbone, parts.optimizer, epoch, global_step, run.record, run.rows,
+                   improved, parts.own)  # fmt: skip
+
+
+def _finish(run: _Run, failure: BaseException | None, tracker: Any) -> None:
+    """The final record, whatever ended the run (`failure`: the exception that will propagate, if any)."""
+    run.record["wall_seconds"] = time.perf_counter() - run.started
+    if run.dist.is_main and run.paths.root.exists():
+        fault_point("before-final-record")
+        save_final_record(run.paths, run.record, failure)
+    if tracker is not None:
+        tracker.close()
 
 
 def _is_complete(cfg: RunConfig, epochs_done: int, global_step: int) -> bool:
@@ -427,27 +340,24 @@ def _is_complete(cfg: RunConfig, epochs_done: int, global_step: int) -> bool:
     return epochs_done >= cfg.optim.epochs or out_of_steps
 
 
-def _measure_teacher(
-    cfg: RunConfig, record: dict[str, Any], dist: DistContext, console: Console, teacher: nn.Module | None,
-    teacher_info: dict[str, Any] | None, test_loader: Any, placement: Placement,
-) -> None:  # fmt: skip
+def _measure_teacher(run: _Run, parts: RunParts) -> None:
     """A fresh run records the teacher's measured accuracy."""
-    if teacher is None or cfg.teacher is None:
+    if parts.teacher is None or run.cfg.teacher is None:
         return
-    measured = evaluate(teacher, test_loader, placement, dist)
-    record["teacher_checkpoint"] = {**(teacher_info or {}), "test_top1": measured["top1"],
-                                    "test_top5": measured["top5"]}  # fmt: skip
-    dist.print(console, f"Teacher {cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%, "
-                        f"top-5 {measured['top5']:.2f}%")  # fmt: skip
+    measured = evaluate(parts.teacher, parts.test_loader, run.placement, run.dist)
+    run.record["teacher_checkpoint"] = {**(parts.teacher_info or {}), "test_top1": measured["top1"],
+                                        "test_top5": measured["top5"]}  # fmt: skip
+    run.dist.print(run.console, f"Teacher {run.cfg.teacher.arch}: test top-1 {measured['top1']:.2f}%, "
+                                f"top-5 {measured['top5']:.2f}%")  # fmt: skip
 
 
 def _record_epoch(
-    record: dict[str, Any], paths: RunPaths, cfg: RunConfig, dist: DistContext, console: Console,
-    epoch: int, lr: float, stats: EpochStats, test: dict[str, Any] | None, started: float,
+    run: _Run, epoch: int, lr: float, stats: EpochStats, test: dict[str, Any] | None,
     method_metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fold one epoch into the run record and the metrics log, print its one-line summary, return its row.
     `method_metrics`: the method's numbers at the epoch's end (CTKD: its learned `temperature`)."""
+    record, dist = run.record, run.dist
     row: dict[str, Any] = {
         "epoch": epoch, "lr": lr, "losses": stats.losses, "train_top1": stats.train_top1,
         "images_per_s": stats.samples / max(stats.seconds, 1e-9), "seconds": stats.seconds,
@@ -460,17 +370,17 @@ def _record_epoch(
         record.update(last_top1=test["top1"], last_top5=test["top5"])
         if record["best_top1"] is None or test["top1"] > record["best_top1"]:
             record.update(best_top1=test["top1"], best_top5=test["top5"], best_epoch=epoch)
-    record.update(epochs_done=epoch, wall_seconds=time.perf_counter() - started)
+    record.update(epochs_done=epoch, wall_seconds=time.perf_counter() - run.started)
     if dist.is_main:
-        append_metrics(paths, row)
+        append_metrics(run.paths, row)
         fault_point("after-metrics")
     losses = " ".join(f"{k} {v:.4f}" for k, v in stats.losses.items())
     losses += "".join(f" {k} {v:.4g}" for k, v in (method_metrics or {}).items())
     tested = f" test {test['top1']:.2f}/{test['top5']:.2f}" if test else ""
     skipped = f" [yellow]{stats.nonfinite_steps} non-finite steps skipped[/]" if stats.nonfinite_steps else ""
     dist.print(
-        console,
-        f"epoch {epoch}/{cfg.optim.epochs} lr {lr:.4g} {losses} train {stats.train_top1:.2f}{tested} "
+        run.console,
+        f"epoch {epoch}/{run.cfg.optim.epochs} lr {lr:.4g} {losses} train {stats.train_top1:.2f}{tested} "
         f"best {record['best_top1'] or 0:.2f} ({row['images_per_s']:.0f} img/s, {stats.seconds:.1f}s){skipped}",
     )
     return row

@@ -10,7 +10,8 @@ lives:
 
 `auto` (the default) uses a valid cache when one exists and builds one only when the run alone does at least as
 many teacher passes as the build costs (epochs >= views per image: 162 for CIFAR), so a smoke test never writes
-gigabytes but a 240-epoch CIFAR run pays for its cache by itself; `sddkd cache-teacher` and suites build ahead.
+gigabytes but a 240-epoch CIFAR run pays for its cache by itself; `sddkd cache-teacher` and suites
+(`sddkd.suite.prebuild`) build ahead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sddkd.config import RunConfig
 from sddkd.data.loader import ArrayLoader
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.placement import Placement
+from sddkd.engine.run_teacher import load_run_teacher
 from sddkd.engine.teacher_cache import (
     CacheDamagedError,
     NotEnoughDiskError,
@@ -301,20 +303,6 @@ def serve_teacher_cache(
 # Building ahead of runs: `sddkd cache-teacher PRESET` and suites
 
 
-def load_run_teacher(cfg: RunConfig, spec: Any, placement: Placement) -> tuple[nn.Module, dict[str, Any]]:
-    """The run's teacher as the engine prepares it (store lookup or `teacher.checkpoint`, BatchNorm folded)."""
-    from sddkd import teachers
-    from sddkd.engine.step import prepare_teacher
-
-    assert cfg.teacher is not None
-    arch, dataset = cfg.teacher.arch, cfg.data.name
-    path = Path(cfg.teacher.checkpoint) if cfg.teacher.checkpoint else teachers.find_teacher(dataset, arch)
-    if path is None:
-        raise UserError(teachers.missing_teacher_message(dataset, arch))
-    teacher, info = teachers.load_teacher(path, arch, spec.model_dataset, spec.num_classes)
-    return prepare_teacher(teacher, placement), info
-
-
 def build_for_config(cfg: RunConfig, console: Console, *, rebuild: bool = False, progress: bool = True) -> OpenedCache:
     """Build (or verify) the cache a run of `cfg` would use, whatever its `teacher.cache`; return it opened."""
     from sddkd.engine.placement import build_data, resolve_placement
@@ -335,39 +323,3 @@ def build_for_config(cfg: RunConfig, console: Console, *, rebuild: bool = False,
                           progress=progress)  # fmt: skip
     assert opened is not None
     return opened
-
-
-def prebuild_for_suite(configs: list[RunConfig], console: Console, device: str) -> list[str]:
-    """Build, before any run trains, one cache per group of `configs` that share a teacher and data and that
-    together make at least as many teacher passes as the build costs (or ask for `on`); returns the caches' names.
-
-    Runs whose teacher is not available yet (trained earlier in the same suite) build their own, under the lock."""
-    groups: dict[str, list[RunConfig]] = {}
-    for cfg in configs:
-        if cfg.teacher is None or cfg.teacher.cache == "off" or cfg.data.name in ("imagenet", "cub200"):
-            continue
-        engine = cfg.engine.model_copy(update={"device": device})
-        key = cfg.model_dump_json(include={"data": True, "teacher": {"arch", "checkpoint"}}) + engine.amp
-        groups.setdefault(key + str(max(cfg.scales)), []).append(cfg.model_copy(update={"engine": engine}))
-    built = []
-    for members in groups.values():
-        first = members[0]
-        passes = sum(c.optim.epochs if c.optim.max_steps is None else 0 for c in members)
-        if not any(c.teacher and c.teacher.cache == "on" for c in members):
-            views = _views_of_config(first)
-            if views is None or passes < views:
-                continue
-        try:
-            opened = build_for_config(first, console, progress=first.engine.progress)
-        except UserError as exc:  # e.g. the teacher is trained by this suite: its runs decide for themselves
-            console.print(f"[yellow]teacher cache not built ahead[/]: {exc}", highlight=False)
-            continue
-        built.append(opened.directory.name)
-    return built
-
-
-def _views_of_config(cfg: RunConfig) -> int | None:
-    from sddkd.engine.placement import build_data
-
-    _, loader, _ = build_data(cfg.data, cfg.optim.batch_size, torch.device("cpu"), cfg.seed, DistContext())
-    return views_of(loader).count if no_exact_cache_reason(cfg, loader) is None else None

@@ -251,13 +251,13 @@ def require_stored_teachers(plan: SuitePlan, progress: dict[str, RunProgress], s
 
 def prebuild_teacher_caches(plan: SuitePlan, progress: dict[str, RunProgress], slots: Sequence[str]) -> None:
     """Runs to do that share a teacher and data share one teacher-logit cache, built here before any of them trains
-    (sddkd.engine.teacher_cache_serve decides which groups pay for their cache)."""
+    (sddkd.suite.prebuild decides which groups pay for their cache)."""
     configs = [p.run.config for p in progress.values() if p.status == "queued" and p.run.config.teacher is not None]
     if not any(c.teacher is not None and c.teacher.cache != "off" for c in configs):
         return
     from rich.console import Console
 
-    from sddkd.engine.teacher_cache_serve import prebuild_for_suite
+    from sddkd.suite.prebuild import prebuild_for_suite
 
     prebuild_for_suite(configs, Console(stderr=True), "cpu" if slots[0] == "cpu" else "cuda")
 

@@ -16,9 +16,9 @@ from sddkd.config import EngineConfig, load_config
 from sddkd.engine.distill import RegionModel, teacher_regions
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.evaluation import evaluate
-from sddkd.engine.loop import make_train_step, prepare_teacher, train
+from sddkd.engine.loop import make_train_step, train
 from sddkd.engine.placement import Placement, build_data, eval_batch_size, resolve_placement
-from sddkd.engine.step import cast_for_autocast, make_optimizer, resolve_compile
+from sddkd.engine.step import cast_for_autocast, make_optimizer, prepare_teacher, resolve_compile
 from sddkd.models import create_model
 from sddkd.suite.processes import child_env, child_threads
 

@@ -16,9 +16,9 @@ from sddkd.config import load_config
 from sddkd.data import ArrayLoader
 from sddkd.engine.distill import RegionModel, make_loss_fn, teacher_regions
 from sddkd.engine.distributed import DistContext
-from sddkd.engine.loop import make_train_step, prepare_teacher
+from sddkd.engine.loop import make_train_step
 from sddkd.engine.placement import resolve_placement
-from sddkd.engine.step import FoldedModel, TrainStep, fold_batchnorm, make_optimizer
+from sddkd.engine.step import FoldedModel, TrainStep, fold_batchnorm, make_optimizer, prepare_teacher
 from sddkd.losses import sdd_kd_loss
 from sddkd.models import create_model, list_models, region_logits
 

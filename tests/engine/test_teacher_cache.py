@@ -18,13 +18,13 @@ from sddkd.engine.distill import teacher_regions
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.loop import train
 from sddkd.engine.placement import build_data, resolve_placement
+from sddkd.engine.run_teacher import load_run_teacher
 from sddkd.engine.teacher_cache import CacheDamagedError, build_cache, cache_name, cache_root, open_cache
 from sddkd.engine.teacher_cache_serve import (
     CachedTeacherLoader,
     ServedCache,
     build_for_config,
     ensure_cache,
-    load_run_teacher,
     no_exact_cache_reason,
     run_cache_fields,
     serve_teacher_cache,
@@ -259,7 +259,7 @@ def test_served_regions_match_the_head_on_a_hand_made_grid():
 
 
 def test_the_suite_builds_one_shared_cache_only_when_its_runs_pay_for_it(tmp_path: Path):
-    from sddkd.engine.teacher_cache_serve import prebuild_for_suite
+    from sddkd.suite.prebuild import prebuild_for_suite
 
     teacher = teacher_file(tmp_path / "t.pth")
     runs = [tiny(teacher, "optim.epochs=80", "seed=0"), tiny(teacher, "optim.epochs=82", "seed=1", scales="1,4")]
