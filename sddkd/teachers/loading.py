@@ -50,7 +50,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], float | None, dict[str, 
             f"{path} was refused: it is not a plain weights file and unpickling it would run code (it asks for "
             f"{culprit.group(1)}); use the published checkpoint or a state dict saved with torch.save"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        # torch raises any of these for a truncated or scrambled file (which one depends on the bytes and the torch
+        # release: 2.11's weights-only unpickler raises IndexError where 2.14 raises UnpicklingError)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TeacherError(f"{path} is not a readable torch checkpoint ({reason}); download it again") from None
     if not isinstance(payload, dict):
