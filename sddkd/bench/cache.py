@@ -26,7 +26,8 @@ from sddkd.engine.distributed import DistContext
 from sddkd.engine.epoch import make_train_step, train_epoch
 from sddkd.engine.placement import Placement, build_data
 from sddkd.engine.step import make_optimizer, prepare_teacher
-from sddkd.engine.teacher_cache import DTYPES, build_cache, cache_shape, open_cache
+from sddkd.engine.teacher_cache import DTYPES, cache_shape, open_cache
+from sddkd.engine.teacher_cache_build import build_cache
 from sddkd.engine.teacher_cache_serve import CachedTeacherLoader, ServedCache, run_cache_fields, views_of
 from sddkd.models import create_model
 

@@ -38,7 +38,6 @@ from sddkd.engine.teacher_cache import (
     NotEnoughDiskError,
     OpenedCache,
     Views,
-    build_cache,
     build_lock,
     cache_bytes,
     cache_fields,
@@ -50,6 +49,7 @@ from sddkd.engine.teacher_cache import (
     stored_regions,
     views_of,
 )  # fmt: skip
+from sddkd.engine.teacher_cache_build import build_cache
 from sddkd.errors import UserError
 from sddkd.models.heads import regions_from_finest_grid
 

@@ -19,7 +19,8 @@ from sddkd.engine.distributed import DistContext
 from sddkd.engine.loop import train
 from sddkd.engine.placement import build_data, resolve_placement
 from sddkd.engine.run_teacher import load_run_teacher
-from sddkd.engine.teacher_cache import CacheDamagedError, build_cache, cache_name, cache_root, open_cache
+from sddkd.engine.teacher_cache import CacheDamagedError, cache_name, cache_root, open_cache
+from sddkd.engine.teacher_cache_build import build_cache
 from sddkd.engine.teacher_cache_serve import (
     CachedTeacherLoader,
     ServedCache,
@@ -309,7 +310,7 @@ def test_a_disk_that_fills_up_is_one_line_and_auto_runs_live(tmp_path: Path, mon
     import errno
     import os
 
-    from sddkd.engine import teacher_cache
+    from sddkd.engine import teacher_cache_build
     from sddkd.engine.teacher_cache import NotEnoughDiskError
     from sddkd.files import DiskFullError
 
@@ -336,9 +337,9 @@ def test_a_disk_that_fills_up_is_one_line_and_auto_runs_live(tmp_path: Path, mon
             raise DiskFullError(f"no space left on the device of {path}")
         return real_write(path, payload, **kwargs)
 
-    real_write = teacher_cache.write_json_atomic
-    monkeypatch.setattr(teacher_cache, "write_json_atomic", full_after_one)
-    monkeypatch.setattr(teacher_cache, "CHUNK_BYTES", 1)
+    real_write = teacher_cache_build.write_json_atomic
+    monkeypatch.setattr(teacher_cache_build, "write_json_atomic", full_after_one)
+    monkeypatch.setattr(teacher_cache_build, "CHUNK_BYTES", 1)
     with pytest.raises(NotEnoughDiskError, match="filled up while building") as error:
         build_for_config(cfg, QUIET, progress=False)
     assert "\n" not in str(error.value) and "resumes there" in str(error.value)
@@ -390,13 +391,13 @@ def test_sigterm_during_a_cache_build_stops_between_chunks_and_resume_continues(
     import os
     import signal
 
-    from sddkd.engine import teacher_cache
+    from sddkd.engine import teacher_cache_build
 
     teacher = teacher_file(tmp_path / "t.pth")
     args = ["train", "-p", "synthetic/sdd_kd_lskd/res20_res8", "--M", "1,2,4", "--teacher", str(teacher),
             "--name", "cached", "--out", str(tmp_path / "logs"), "--set", "teacher.cache=on",
             *[a for o in TINY for a in ("--set", o)]]  # fmt: skip
-    real_compute, chunks = teacher_cache._compute_chunk, []
+    real_compute, chunks = teacher_cache_build._compute_chunk, []
 
     def compute_then_sigterm(*a, **k):
         chunks.append(1)
@@ -404,8 +405,8 @@ def test_sigterm_during_a_cache_build_stops_between_chunks_and_resume_continues(
             os.kill(os.getpid(), signal.SIGTERM)  # arrives during the first chunk
         return real_compute(*a, **k)
 
-    monkeypatch.setattr(teacher_cache, "CHUNK_BYTES", 1)  # one image per chunk: 5 chunks
-    monkeypatch.setattr(teacher_cache, "_compute_chunk", compute_then_sigterm)
+    monkeypatch.setattr(teacher_cache_build, "CHUNK_BYTES", 1)  # one image per chunk: 5 chunks
+    monkeypatch.setattr(teacher_cache_build, "_compute_chunk", compute_then_sigterm)
     stopped = CliRunner().invoke(app, args)
     assert stopped.exit_code == 143, stopped.output
     assert len(chunks) == 1, "the build went on after the signal"
@@ -553,7 +554,7 @@ def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(tmp_path:
     import time
 
     from sddkd.engine import step as step_module
-    from sddkd.engine import teacher_cache
+    from sddkd.engine import teacher_cache, teacher_cache_build
 
     cfg = tiny(teacher_file(tmp_path / "t.pth"), "engine.amp=bf16")
     placement, loader, teacher, info = run_parts(cfg)
@@ -563,7 +564,7 @@ def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(tmp_path:
     real_cast = step_module.cast_for_autocast
     monkeypatch.setattr(step_module, "cast_for_autocast", lambda *a: casts.append(1) or real_cast(*a))
     events: list[tuple[str, int, float]] = []
-    real_write, real_compute = teacher_cache._write_chunk, teacher_cache._compute_chunk
+    real_write, real_compute = teacher_cache_build._write_chunk, teacher_cache_build._compute_chunk
 
     def slow_write(handle, offset, chunk):
         events.append(("write-start", offset // per_image, time.monotonic()))
@@ -577,13 +578,13 @@ def test_the_build_casts_the_teacher_once_and_writes_while_it_computes(tmp_path:
         assert threading.current_thread() is threading.main_thread()
         return real_compute(*args)
 
-    monkeypatch.setattr(teacher_cache, "_write_chunk", slow_write)
-    monkeypatch.setattr(teacher_cache, "_compute_chunk", compute)
+    monkeypatch.setattr(teacher_cache_build, "_write_chunk", slow_write)
+    monkeypatch.setattr(teacher_cache_build, "_compute_chunk", compute)
     built = build_cache(tmp_path / "a", fields, teacher, loader.images, placement, chunk_bytes=per_image)
     assert len(casts) == 1, "the teacher is cast to bf16 once per build"
     when = {(kind, image): t for kind, image, t in events}
     assert when[("compute-start", 1)] < when[("write-end", 0)], "chunk 1 is computed while chunk 0 is written"
-    monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
+    monkeypatch.setattr(teacher_cache_build, "_write_chunk", real_write)
     serial = build_cache(tmp_path / "b", fields, teacher, loader.images, placement, chunk_bytes=10 * per_image)
     assert (built / "logits.bin").read_bytes() == (serial / "logits.bin").read_bytes()
 
@@ -593,14 +594,14 @@ def test_a_disk_that_fills_during_the_build_is_one_sentence_and_the_build_resume
 ):
     import errno
 
-    from sddkd.engine import teacher_cache
+    from sddkd.engine import teacher_cache, teacher_cache_build
     from sddkd.engine.teacher_cache import NotEnoughDiskError
 
     cfg = tiny(teacher_file(tmp_path / "t.pth"))
     placement, loader, teacher, info = run_parts(cfg)
     fields = run_cache_fields(cfg, loader, teacher, info, placement)
     per_image = teacher_cache.cache_bytes(fields, 1)
-    real_write, writes = teacher_cache._write_chunk, []
+    real_write, writes = teacher_cache_build._write_chunk, []
 
     def fill_on_third(handle, offset, chunk):
         writes.append(offset)
@@ -608,13 +609,13 @@ def test_a_disk_that_fills_during_the_build_is_one_sentence_and_the_build_resume
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(handle, offset, chunk)
 
-    monkeypatch.setattr(teacher_cache, "_write_chunk", fill_on_third)
+    monkeypatch.setattr(teacher_cache_build, "_write_chunk", fill_on_third)
     with pytest.raises(NotEnoughDiskError, match="filled up while building") as full:
         build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=per_image)
     assert "\n" not in str(full.value)
     partial = json.loads((tmp_path / "c.partial" / "manifest.json").read_text())
     assert sorted(partial["chunks"]) == ["0", "1"], "the chunks on disk before the failure are kept"
-    monkeypatch.setattr(teacher_cache, "_write_chunk", real_write)
+    monkeypatch.setattr(teacher_cache_build, "_write_chunk", real_write)
     resumed = build_cache(tmp_path / "c", fields, teacher, loader.images, placement, chunk_bytes=per_image)
     fresh = build_cache(tmp_path / "d", fields, teacher, loader.images, placement, chunk_bytes=per_image)
     assert (resumed / "logits.bin").read_bytes() == (fresh / "logits.bin").read_bytes()
