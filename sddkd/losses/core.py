@@ -19,20 +19,6 @@ from torch import Tensor
 STD_EPS = 1e-7  # added to the std (not the variance), as LSKD does
 NCKD_MASK = 1000.0  # the target logit is lowered by this much before the NCKD softmax, as mdistiller does
 
-__all__ = [
-    "standardize",
-    "kd_loss",
-    "dkd_loss",
-    "sdd_kd_loss",
-    "sdd_dkd_loss",
-    "nkd_loss",
-    "sdd_nkd_loss",
-    "learnable_temperature",
-    "complementary_mask",
-    "sdd_region_weights",
-]
-
-
 # ----------------------------------------------------------------------------------------------------
 # Input handling
 

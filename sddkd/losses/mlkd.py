@@ -20,8 +20,6 @@ from sddkd.losses.core import (
     sdd_region_weights,
 )
 
-__all__ = ["MLKD_FIXED_TEMPERATURES", "median_fraction", "mlkd_loss", "sdd_mlkd_loss"]
-
 # MLKD's temperatures: the configured T first, then the fixed ones of the official MLKD.py. The strong view's
 # instance terms run at the first three; its T = 2 and 6 terms are computed on the weak logits (see mlkd_loss).
 MLKD_FIXED_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
