@@ -446,3 +446,30 @@ def test_mlkd_on_a_dataset_without_the_strong_view_is_refused_in_one_sentence(da
     assert "\n" not in str(error.value)
     raw["method"]["name"] = "sdd_kd_lskd"  # a single-view method trains there
     build_config(raw)
+
+
+def test_a_step_refuses_a_method_whose_own_parameters_joined_nothing():
+    """CTKD's temperature must join the student (DDP) and the optimizer, or it would silently never train."""
+    from sddkd.engine.distributed import DistContext
+    from sddkd.engine.epoch import make_train_step
+    from sddkd.engine.placement import resolve_placement
+    from sddkd.engine.step import make_optimizer
+    from sddkd.models import create_model
+
+    cfg = build_config(tiny_raw({"name": "ctkd", "ce_weight": 1.0}, None) | {"teacher": {"arch": "resnet8"}})
+    backbone = create_model("resnet8", num_classes=4)
+    placement = resolve_placement(cfg.engine)
+    optimizer = make_optimizer(backbone, cfg.optim, placement.device)
+    with pytest.raises(ValueError, match="trains parameters of its own"):
+        make_train_step(cfg, backbone, None, optimizer, placement, DistContext())
+
+
+def test_a_checkpoint_without_the_methods_parameters_is_one_sentence():
+    from sddkd.engine.checkpoint import DamagedCheckpointError
+    from sddkd.engine.resume import restore_training_state
+
+    theta = make_loss_fn(method_config("ctkd")).parameters
+    assert theta is not None
+    with pytest.raises(DamagedCheckpointError, match="--restart"):
+        backbone = torch.nn.Linear(1, 1)
+        restore_training_state({"model": backbone.state_dict(), "optimizer": {}, "rng": {}}, backbone, None, theta)

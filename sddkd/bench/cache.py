@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from sddkd.config import RunConfig
-from sddkd.engine.distill import RegionModel
+from sddkd.engine.distill import RegionModel, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.epoch import make_train_step, train_epoch
 from sddkd.engine.placement import Placement, build_data
@@ -67,9 +67,10 @@ class CachedLoop:
         self.served = ServedCache(open_cache(directory, fields, verify=False), cfg.scales, device)
         self.loader = CachedTeacherLoader(loader, self.served, views_of(loader))
         self.cache_bytes = self.served.store.numel() * self.served.store.element_size()
-        student = RegionModel(backbone, cfg.scales)
-        optimizer = make_optimizer(backbone, cfg.optim, device)
-        self.step = make_train_step(cfg, student, teacher, optimizer, placement, self.dist)
+        loss_fn = make_loss_fn(cfg.method, device)  # as the run builds it: a method's own parameters train too
+        student = RegionModel(backbone, cfg.scales, loss_fn.parameters)
+        optimizer = make_optimizer(backbone, cfg.optim, device, loss_fn.parameters)
+        self.step = make_train_step(cfg, student, teacher, optimizer, placement, self.dist, loss_fn=loss_fn)
         self.epoch = 0
 
     def run(self, steps: int) -> float:

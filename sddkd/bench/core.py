@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sddkd.config import KDMethod, RunConfig, load_config
-from sddkd.engine.distill import RegionModel, distill_weight
+from sddkd.engine.distill import RegionModel, distill_weight, make_loss_fn
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.epoch import make_train_step, train_epoch
 from sddkd.engine.evaluation import evaluate
@@ -105,9 +105,10 @@ class EngineLoop:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         assert cfg.teacher is not None
         self.teacher = prepare_teacher(create_model(cfg.teacher.arch, num_classes=num_classes), placement)
-        student = RegionModel(self.backbone, cfg.scales)
-        optimizer = make_optimizer(self.backbone, cfg.optim, device)
-        self.step = make_train_step(cfg, student, self.teacher, optimizer, placement, self.dist)
+        loss_fn = make_loss_fn(cfg.method, device)  # as the run builds it: a method's own parameters train too
+        student = RegionModel(self.backbone, cfg.scales, loss_fn.parameters)
+        optimizer = make_optimizer(self.backbone, cfg.optim, device, loss_fn.parameters)
+        self.step = make_train_step(cfg, student, self.teacher, optimizer, placement, self.dist, loss_fn=loss_fn)
 
     def run(self, steps: int) -> float:
         """Seconds for `steps` optimizer steps (the epoch's end syncs the device)."""

@@ -151,8 +151,13 @@ def make_train_step(
         teacher_arch = cfg.teacher.arch if cfg.teacher is not None else None
         scales, device = format_scales(cfg.scales), placement.describe()["device"]
         cache = use_compile_cache(compile_cache_key(teacher_arch, cfg.student, batch, scales, device))
+    if loss_fn is None:
+        loss_fn = make_loss_fn(cfg.method, placement.device)
+        if loss_fn.parameters is not None:  # they would be in no optimizer and no DDP module: silently untrained
+            raise ValueError(f"{cfg.method.name} trains parameters of its own: build its loss first, let them join "
+                             "the student and the optimizer, and pass it as loss_fn (as engine.loop does)")  # fmt: skip
     step = TrainStep(
-        student, teacher, loss_fn or make_loss_fn(cfg.method, placement.device), optimizer, placement,
+        student, teacher, loss_fn, optimizer, placement,
         scales=cfg.scales,
         batch_size=batch, nonfinite=cfg.engine.nonfinite, grad_clip=cfg.optim.grad_clip, compile=compile, dist=dist,
         **warn,

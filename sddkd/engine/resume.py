@@ -94,6 +94,9 @@ def restore_training_state(
     `method_parameters`: the method's own trained parameters (CTKD's temperature), saved beside the model."""
     backbone.load_state_dict(checkpoint["model"])  # copies into the parameters, wherever they live
     if method_parameters is not None:
+        if not isinstance(checkpoint.get("method_parameters"), dict):
+            raise DamagedCheckpointError("the checkpoint holds no trained parameters of this run's method (CTKD's "
+                                         "temperature); resume the run that wrote it, or pass --restart")  # fmt: skip
         method_parameters.load_state_dict(checkpoint["method_parameters"])
     optimizer.load_state_dict(checkpoint["optimizer"])  # moves the momentum buffers to their parameters' device
     set_rng_state(checkpoint["rng"])

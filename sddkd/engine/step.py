@@ -103,7 +103,6 @@ class TrainStep:
         self.warn = warn
         self.compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
         self.compiled_steps = 0  # compiled steps that finished their backward
-        self.compiled_once = False  # the trial steps are over: later errors are the step's own, not compiling's
         self.mode = "eager"  # what ran: eager | inductor | cudagraphs (result.json's execution.compile)
         self.compile_error: str | None = None
         self.compile_cache: str | None = None  # the persistent compile-cache folder in use (set by the loop)
@@ -188,7 +187,6 @@ class TrainStep:
                                                                    False)  # fmt: skip
             else:
                 self.compiled_steps += 1
-                self.compiled_once = self.compiled_steps >= COMPILE_TRIAL_STEPS
         else:
             weighted, finite, correct = self._forward_backward(images, labels, weights, cached_teacher, strong,
                                                                compiled)  # fmt: skip
