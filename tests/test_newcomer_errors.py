@@ -22,6 +22,7 @@ TINY = [
 def error_line(result, code: int = 2) -> str:
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     lines = [ln for ln in result.output.splitlines() if ln.lower().startswith("error")]
     assert len(lines) == 1, result.output
     return lines[0]
@@ -85,3 +86,25 @@ def test_a_yaml_error_is_one_readable_sentence(tmp_path: Path):
     bad.write_text("optim:\n\tlr: 1\n")
     line = error_line(runner.invoke(app, ["train", "-p", str(bad)]))
     assert "line 2, column 1" in line and "spaces, not tabs" in line, line
+
+
+def test_config_show_with_a_home_that_is_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "home-file").write_text("")
+    monkeypatch.setenv("SDDKD_HOME", str(tmp_path / "home-file"))
+    line = error_line(runner.invoke(app, ["config", "show", "res32x4_res8x4", "--out", str(tmp_path / "logs")]))
+    assert "SDDKD_HOME" in line, line
+
+
+def test_report_into_a_folder_that_refuses_writes_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sddkd.files import NotWritableError
+    from sddkd.report import render
+    from tests.report.test_report import write_run
+
+    write_run(tmp_path / "logs", "a")
+
+    def refuse(path: Path, data: bytes) -> Path:
+        raise NotWritableError(f"cannot write {path}: read-only file system")
+
+    monkeypatch.setattr(render, "write_bytes_atomic", refuse)
+    line = error_line(runner.invoke(app, ["report", str(tmp_path / "logs"), "--out", str(tmp_path / "out")]))
+    assert "read-only" in line, line

@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sddkd.cli.common import NameOption, RunsRootOption, ScalesOption, SetOption, SyntheticOption, fail, resolve_config
+from sddkd.cli.common import (
+    NameOption,
+    RunsRootOption,
+    ScalesOption,
+    SetOption,
+    SyntheticOption,
+    resolve_config,
+    user_errors,
+)
 
 config_app = typer.Typer(
     name="config",
@@ -33,14 +41,11 @@ def show_command(
 
     The output is itself a config file: `sddkd config show X --set ... > mine.yaml` then `sddkd train -p mine.yaml`.
     """
-    from sddkd.config import ConfigError
     from sddkd.config_tools import show_text
 
     cfg = resolve_config(preset, scales=scales, dataset=dataset, overrides=overrides, name=name)
-    try:
+    with user_errors():  # a bad config, or an SDDKD_HOME that is a file
         text = show_text(cfg, out)
-    except ConfigError as exc:
-        fail(str(exc))
     typer.echo(text, nl=False)
 
 
@@ -51,13 +56,10 @@ def cp_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
 ) -> None:
     """Copy a preset to FILE to edit, header kept; `sddkd train --preset FILE` trains it."""
-    from sddkd.config import ConfigError
     from sddkd.config_tools import copy_preset
 
-    try:
+    with user_errors():  # an unknown preset, an existing FILE, a folder that refuses writes
         written = copy_preset(preset, dest, force=force)
-    except ConfigError as exc:
-        fail(str(exc))
     out_console.print(f"wrote {escape(str(written))}")
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sddkd.cli.common import console, err_console, fail
+from sddkd.cli.common import console, err_console, user_errors
 
 
 def report_command(
@@ -38,12 +38,10 @@ def report_command(
     ] = False,
 ) -> None:
     """Summarise run directories into tables (terminal, Markdown, CSV, JSON) and optional plots."""
-    from sddkd.report.render import ReportError, generate_report, render, render_table
+    from sddkd.report.render import generate_report, render, render_table
 
-    try:
+    with user_errors():  # no runs, a bad folder, an --out that refuses writes or fills the disk
         report = generate_report(runs_dir, out_dir=out, plots=plots, analysis=analysis, include_partial=include_partial)
-    except ReportError as error:
-        fail(str(error))
     for warning in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if output_format == "table":
