@@ -252,7 +252,8 @@ def _sha256_cached(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_CACHE:
-        for name, entry in read_index()["teachers"].items():
+        index, _ = _read_index_leniently()  # only a hint here: a damaged index must not stop a run's own file
+        for name, entry in index["teachers"].items():
             dataset, arch = name.split("/", 1)
             if store_path(dataset, arch).resolve() == path.resolve() and entry.get("mtime_ns") == stat.st_mtime_ns:
                 _SHA_CACHE[key] = entry["sha256"]

@@ -339,5 +339,11 @@ def test_a_damaged_index_is_one_line_and_registering_again_repairs_it(
                                           "--device", "cpu", "--out", str(tmp_path / "logs")])  # fmt: skip
     assert result.exit_code == 2 and "Traceback" not in result.output and "is damaged" in result.output, result.output
 
+    # A run's own --teacher file outside the store only asks the index for a hint: its checksum still comes.
+    from sddkd.download import file_digest
+    from sddkd.teachers.store import teacher_sha256
+
+    assert teacher_sha256(best) == file_digest(best)
+
     register_teacher("synthetic", "resnet8", best, origin="test")  # a write drops the damage
     assert find_teacher("synthetic", "resnet8") == store_path("synthetic", "resnet8")
