@@ -147,6 +147,6 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
 def test_a_long_bad_scales_value_is_shown_cut():
     from sddkd.scales import parse_scales
 
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError, match="invalid scales") as error:
         parse_scales([[1] * 1000] * 1000)
     assert len(str(error.value)) < 250

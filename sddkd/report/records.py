@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from sddkd.errors import UserError
-from sddkd.methods import report_order, report_rank
+from sddkd.methods import report_rank
 from sddkd.report.anchors import Anchor, lookup
 from sddkd.rundir.state import STATES, RunState, owned, parse_time, run_state
 from sddkd.scales import Scales, parse_scales
-
-METHOD_ORDER: tuple[str, ...] = report_order()  # from the method registry: single-scale methods first, then SDD
 
 
 class ReportError(UserError):

@@ -157,6 +157,3 @@ def base_run_name(cfg: RunConfig) -> str:
         return f"{cfg.data.name}-{cfg.method.name}-{cfg.student}-s{cfg.seed}"
     pair = f"{cfg.teacher.arch}_{cfg.student}"
     return f"{cfg.data.name}-{cfg.method.name}-{pair}-M{format_scales(cfg.scales)}-s{cfg.seed}"
-
-
-# --- presets, overrides and errors ----------------------------------------------------------------------------
