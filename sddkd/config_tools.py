@@ -23,6 +23,7 @@ from sddkd.config import (
     resolve_preset,
     shipped_preset_name,
 )
+from sddkd.datasets import PUBLISHED_DATASETS
 from sddkd.files import write_text_atomic
 from sddkd.locations import teacher_store_path
 from sddkd.rundir.naming import differences, partial_reason, run_name
@@ -69,12 +70,8 @@ class Sources:
     run_dir: str
 
 
-# Datasets `sddkd fetch-teachers` has sources for (sddkd.teachers.sources.SOURCES; that module imports torch).
-FETCHABLE_DATASETS = ("cifar100", "cub200", "imagenet")
-
-
 def _get_teacher_hint(dataset: str, arch: str) -> str:
-    if dataset in FETCHABLE_DATASETS:
+    if dataset in PUBLISHED_DATASETS:  # `sddkd fetch-teachers` has sources for each
         return f"sddkd fetch-teachers --dataset {dataset} --arch {arch}"
     if dataset == "synthetic":
         return f"sddkd suite smoke registers it, or train it with sddkd train --preset synthetic/vanilla/{arch}"

@@ -207,11 +207,10 @@ class BaselineLoop:
     def __init__(self, cfg: RunConfig, device: torch.device, workers: int, batches: int):
         from torchvision import transforms
 
-        from sddkd.data import SyntheticConfig, make_synthetic, synthetic_spec
+        from sddkd.data import make_synthetic
 
         self.cfg, self.device = cfg, device
-        synthetic = SyntheticConfig.from_options(cfg.data.synthetic.model_dump())  # type: ignore[union-attr]
-        spec, data = synthetic_spec(synthetic), make_synthetic(synthetic)
+        spec, data = cfg.data.spec, make_synthetic(cfg.data.synthetic)
         transform = transforms.Compose([
             transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
             transforms.Normalize(spec.mean, spec.std),

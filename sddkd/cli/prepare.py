@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from sddkd.cli.common import console, user_errors
+from sddkd.datasets import PublishedDataset
 
 
 def prepare_data_command(
-    dataset: Annotated[Literal["cifar100", "cub200", "imagenet"], typer.Argument(help="Which dataset.")],
+    dataset: Annotated[PublishedDataset, typer.Argument(help="Which dataset.")],
     data_root: Annotated[
         Path | None,
         typer.Option(help="Where datasets live (the config's data.root) \\[default: $SDDKD_DATA, else data]."),

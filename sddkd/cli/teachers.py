@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from sddkd.cli.common import console, fail, user_errors
+from sddkd.datasets import PublishedDataset
 
 
 def fetch_teachers_command(
-    dataset: Annotated[Literal["cifar100", "cub200", "imagenet"], typer.Option(help="Which teachers.")],
+    dataset: Annotated[PublishedDataset, typer.Option(help="Which teachers.")],
     arch: Annotated[
         list[str] | None, typer.Option(help="Architecture (repeatable); default: every published teacher.")
     ] = None,

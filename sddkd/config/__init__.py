@@ -27,38 +27,11 @@ from sddkd.config.presets import (  # noqa: F401
     swap_to_synthetic,
     yaml_problem,
 )
+from sddkd.datasets import DatasetName, DatasetSpec, SyntheticConfig, dataset_spec, synthetic_spec
 from sddkd.errors import ConfigError
 from sddkd.locations import default_data_root
 from sddkd.methods import DistillConfig, StrictModel, config_class_by_name, config_classes, method_names
 from sddkd.scales import Scales, parse_scales
-
-DatasetName = Literal["cifar100", "cub200", "imagenet", "synthetic"]
-
-
-# MLKD's strong view follows the reference CIFAR-100 pipeline (32 px crops); no reference defines one for CUB or
-# ImageNet, and the ImageNet loader decodes on CPU workers, so two views are offered on 32 px data only.
-TWO_VIEW_DATASETS = ("cifar100", "synthetic")
-
-
-def two_views_problem(name: str, synthetic_image_size: int | None = None) -> str | None:
-    """Why dataset `name` cannot serve MLKD's two views (one sentence), or None when it can."""
-    if name in TWO_VIEW_DATASETS and synthetic_image_size in (None, 32):
-        return None
-    what = f"{synthetic_image_size} px synthetic data" if name == "synthetic" else name
-    return (
-        f"MLKD's strong view is defined for CIFAR-100 and 32 px synthetic data only, not {what}; "
-        "train an MLKD method on cifar100 or 32 px synthetic data, or choose another method"
-    )
-
-
-class SyntheticConfig(StrictModel):
-    """The embedded offline dataset: generated deterministically from `seed`, no files."""
-
-    num_classes: int = Field(100, ge=2)
-    image_size: Literal[32, 224] = 32
-    train_per_class: int = Field(50, ge=1)
-    test_per_class: int = Field(10, ge=1)
-    seed: int = 0
 
 
 class DataConfig(StrictModel):
@@ -77,10 +50,13 @@ class DataConfig(StrictModel):
         return self
 
     @property
+    def spec(self) -> DatasetSpec:
+        """Classes, geometry, augmentation and what applies to this dataset (`sddkd.datasets`)."""
+        return synthetic_spec(self.synthetic) if self.synthetic is not None else dataset_spec(self.name)
+
+    @property
     def num_classes(self) -> int:
-        if self.synthetic is not None:
-            return self.synthetic.num_classes
-        return {"cifar100": 100, "cub200": 200, "imagenet": 1000}[self.name]
+        return self.spec.num_classes
 
 
 class TeacherConfig(StrictModel):
@@ -194,11 +170,9 @@ class RunConfig(StrictModel):
     def _dataset_serves_the_methods_views(self) -> RunConfig:
         from sddkd.methods import method_of
 
-        if "strong" in method_of(self.method.name).views:  # MLKD
-            size = self.data.synthetic.image_size if self.data.synthetic is not None else None
-            problem = two_views_problem(self.data.name, size)
-            if problem is not None:
-                raise ValueError(problem)
+        problem = self.data.spec.two_views_problem if "strong" in method_of(self.method.name).views else None  # MLKD
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property

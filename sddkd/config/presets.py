@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from sddkd.datasets import synthetic_stand_in
 from sddkd.errors import ConfigError
 
 DEFAULT_PRESET_DIR = ("cifar100", "sdd_kd_lskd")  # where a bare pair name like `res32x4_res8x4` is looked up first
@@ -148,10 +149,5 @@ def swap_to_synthetic(raw: dict[str, Any]) -> None:
     original = data.get("name", "cifar100")
     if original == "synthetic":
         return
-    shape = {"cifar100": (100, 32, 50, 10), "cub200": (200, 224, 4, 2), "imagenet": (1000, 224, 2, 1)}
-    num_classes, size, train_per_class, test_per_class = shape.get(original, shape["cifar100"])
     data["name"] = "synthetic"
-    data["synthetic"] = {
-        "num_classes": num_classes, "image_size": size,
-        "train_per_class": train_per_class, "test_per_class": test_per_class,
-    }  # fmt: skip
+    data["synthetic"] = synthetic_stand_in(original).model_dump(exclude={"seed"})

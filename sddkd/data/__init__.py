@@ -1,6 +1,6 @@
-"""The data the engine reads: dataset specs and loaders that yield batches already on the device.
+"""The data the engine reads: loaders that yield batches already on the device. What is known of a dataset before
+its files are read (classes, crop size, mean/std, model geometry) is `sddkd.datasets`.
 
-    spec = dataset_spec("cifar100")                      # classes, crop size, mean/std, model geometry
     train, test = build_loaders("cifar100", "data", batch_size=64, device="cuda", seed=0)
     for epoch in range(epochs):
         train.set_epoch(epoch)                           # batches are a pure function of (seed, epoch)
@@ -20,12 +20,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from sddkd.config import two_views_problem
 from sddkd.data.cifar import read_cifar100_split
 from sddkd.data.cub import (
     CubCache,
@@ -35,80 +34,50 @@ from sddkd.data.cub import (
     cub_extracted_dir,
     load_cub_cache,
 )
+from sddkd.data.errors import DataFormatError, DataMissingError
 from sddkd.data.imagenet import ImageNetLoader, build_imagenet_index, imagenet_dir
 from sddkd.data.loader import ArrayLoader, crop_flip, normalize
-from sddkd.data.spec import (
-    DATASET_NAMES,
-    DataFormatError,
-    DataMissingError,
-    DatasetSpec,
-    dataset_spec,
-    synthetic_spec,
-)
-from sddkd.data.synthetic import SyntheticConfig, SyntheticData, make_synthetic
+from sddkd.data.synthetic import SyntheticData, make_synthetic
+from sddkd.datasets import SyntheticConfig, dataset_spec, synthetic_spec
 from sddkd.errors import UserError
 
 Loader = ArrayLoader | ImageNetLoader
 
 __all__ = [
-    "DATASET_NAMES",
     "ArrayLoader",
     "DataFormatError",
     "DataMissingError",
-    "DatasetSpec",
     "ImageNetLoader",
     "Loader",
-    "SyntheticConfig",
     "build_cub_cache",
     "build_imagenet_index",
     "build_loaders",
-    "check_two_views",
     "crop_flip",
     "cub_cache_dir",
     "cub_cache_ready",
     "cub_extracted_dir",
-    "dataset_spec",
     "imagenet_dir",
     "make_synthetic",
     "normalize",
 ]
 
 
-class _ArrayDataset(NamedTuple):
-    spec: DatasetSpec
-    padding: int  # zero padding before the random train crop (CIFAR: 4)
-    drop_last: bool  # drop the final partial train batch (CUB)
-    train_images: Tensor  # uint8 [N, 3, H, W]
-    train_labels: Tensor  # int64 [N]
-    test_images: Tensor
-    test_labels: Tensor
+Arrays = tuple[Tensor, Tensor, Tensor, Tensor]  # train images, train labels, test images, test labels
 
 
-def _splits(data: CubCache | SyntheticData) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _splits(data: CubCache | SyntheticData) -> Arrays:
     return data.train_images, data.train_labels, data.test_images, data.test_labels
 
 
-def _array_dataset(name: str, root: str | Path, synthetic: SyntheticConfig | Mapping[str, Any] | None) -> _ArrayDataset:
+def _read_arrays(name: str, root: str | Path, synthetic: SyntheticConfig | None) -> Arrays:
+    """uint8 images [N, 3, H, W] and int64 labels [N] of the train and test splits of an array dataset."""
     if name == "cifar100":
-        train, test = read_cifar100_split(root, "train"), read_cifar100_split(root, "test")
-        return _ArrayDataset(dataset_spec(name), 4, False, *train, *test)
+        (train_images, train_labels), test = read_cifar100_split(root, "train"), read_cifar100_split(root, "test")
+        return train_images, train_labels, *test
     if name == "cub200":
-        return _ArrayDataset(dataset_spec(name), 0, True, *_splits(load_cub_cache(root)))
-    if name == "synthetic":
-        # 32 px follows the CIFAR path, 224 px the CUB path (stored at 256, random/center 224 crops); both
-        # keep the last partial batch so small generated sets lose no step.
-        config = SyntheticConfig.from_options(synthetic)
-        padding = 4 if config.image_size == 32 else 0
-        return _ArrayDataset(synthetic_spec(config), padding, False, *_splits(make_synthetic(config)))
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-
-
-def check_two_views(name: str, synthetic: SyntheticConfig | Mapping[str, Any] | None = None) -> None:
-    """Raise UserError unless dataset `name` can serve MLKD's two views (the fact lives with the config's)."""
-    size = SyntheticConfig.from_options(synthetic).image_size if name == "synthetic" else None
-    problem = two_views_problem(name, size)
-    if problem is not None:
-        raise UserError(problem)
+        return _splits(load_cub_cache(root))
+    assert synthetic is not None, "synthetic data is generated from its config"
+    return _splits(make_synthetic(synthetic))
 
 
 def build_loaders(
@@ -134,10 +103,12 @@ def build_loaders(
     Raises DataMissingError naming the `sddkd prepare-data` command when files are missing.
     """
     device = torch.device(device)
-    if two_views:
-        check_two_views(name, synthetic)  # before any file is read
-    if name == "imagenet":
-        spec = dataset_spec(name)
+    config = SyntheticConfig.from_options(synthetic) if name == "synthetic" else None
+    spec = dataset_spec(name) if config is None else synthetic_spec(config)  # an unknown name stops here
+    if two_views and spec.two_views_problem is not None:
+        raise UserError(spec.two_views_problem)  # before any file is read
+    crops = spec.train_crops
+    if crops is None:  # ImageNet: decoded by CPU workers with a continuous augmentation
         workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
 
         def imagenet(split: str) -> ImageNetLoader:
@@ -149,15 +120,15 @@ def build_loaders(
 
         return imagenet("train"), imagenet("val")
 
-    data = _array_dataset(name, root, synthetic)
+    train_images, train_labels, test_images, test_labels = _read_arrays(name, root, config)
 
     def array(images: Tensor, labels: Tensor, train: bool) -> ArrayLoader:
         return ArrayLoader(
             images.to(device), labels, batch_size=batch_size if train else (eval_batch_size or batch_size),
-            mean=data.spec.mean, std=data.spec.std,
-            train=train, crop_size=data.spec.image_size, padding=data.padding if train else 0,
-            drop_last=train and data.drop_last, seed=seed, rank=rank, world_size=world_size,
+            mean=spec.mean, std=spec.std,
+            train=train, crop_size=crops.crop, padding=crops.padding if train else 0,
+            drop_last=train and crops.drop_last, seed=seed, rank=rank, world_size=world_size,
             two_views=two_views and train,
         )  # fmt: skip
 
-    return array(data.train_images, data.train_labels, True), array(data.test_images, data.test_labels, False)
+    return array(train_images, train_labels, True), array(test_images, test_labels, False)

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sddkd.data.spec import DataFormatError, DataMissingError
+from sddkd.data.errors import DataFormatError, DataMissingError
+from sddkd.datasets import dataset_spec
 
 CIFAR100_DIRNAME = "cifar-100-python"
-NUM_CLASSES = 100
+NUM_CLASSES = dataset_spec("cifar100").num_classes
 _PIXELS = 3 * 32 * 32
 
 

@@ -27,14 +27,15 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from sddkd.data.spec import DataFormatError, DataMissingError
+from sddkd.data.errors import DataFormatError, DataMissingError
+from sddkd.datasets import STORED_SIZE_FOR_224
 from sddkd.files import read_json, temporary_path, write_json_atomic
 
 CUB_DIRNAME = "CUB_200_2011"
 CUB_CACHE_DIRNAME = "cub200_cache"
 CACHE_FORMAT = "sddkd-cub200-cache"
 CACHE_VERSION = 1
-STORED_SIZE = 256  # Resize((256, 256)) before the 224 crop
+STORED_SIZE = STORED_SIZE_FOR_224  # Resize((256, 256)) before the 224 crop
 INDEX_NAME = "index.json"
 
 

@@ -25,8 +25,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 
+from sddkd.data.errors import DataFormatError, DataMissingError
 from sddkd.data.loader import Batch, epoch_generator, eval_shard, normalize, pad_to_multiple
-from sddkd.data.spec import DataFormatError, DataMissingError
 from sddkd.files import read_json, write_json_atomic
 
 IMAGENET_DIRNAME = "imagenet"

@@ -15,16 +15,14 @@ of the 5,000 default images) while distractors and noise keep any net below 100%
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from sddkd.data.loader import crop_flip
+from sddkd.datasets import SyntheticConfig
 
-STORED_SIZE = {32: 32, 224: 256}
 # Difficulty, in units of the prototype's scale (about 1): how much each cue contributes, the largest weight
 # of the distractor (at 1 an image is as much the other class as its own: no net reaches 100%), pixel noise.
 FIELD_WEIGHT = 0.8
@@ -32,38 +30,6 @@ TEXTURE_WEIGHT = 0.8
 MAX_DISTRACTOR_WEIGHT = 1.0
 NOISE_STD = 0.8
 _CHUNK_VALUES = 1 << 22  # float32 values per rendered chunk (16 MB per temporary): bounds memory at 224 px
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Shape and size of the generated dataset; `seed` picks the dataset, independent of the run seed."""
-
-    num_classes: int = 100
-    train_per_class: int = 50
-    test_per_class: int = 10
-    image_size: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.num_classes < 2:
-            raise ValueError(f"synthetic data needs at least 2 classes, got {self.num_classes}")
-        if self.train_per_class < 1 or self.test_per_class < 1:
-            raise ValueError("synthetic data needs at least 1 train and 1 test image per class")
-        if self.image_size not in STORED_SIZE:
-            raise ValueError(f"synthetic image_size must be 32 or 224, got {self.image_size}")
-
-    @classmethod
-    def from_options(cls, options: SyntheticConfig | Mapping[str, Any] | None) -> SyntheticConfig:
-        """Accept a config, a mapping of its fields (e.g. a Pydantic model's dump) or None (the defaults)."""
-        if options is None:
-            return cls()
-        if isinstance(options, SyntheticConfig):
-            return options
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ValueError(f"unknown synthetic option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**dict(options))
 
 
 @dataclass(frozen=True)
@@ -136,7 +102,7 @@ def _split(prototypes: Tensor, per_class: int, size: int, generator: torch.Gener
 def make_synthetic(config: SyntheticConfig | None = None) -> SyntheticData:
     """The dataset of `config` as CPU tensors; a config always gives the same bytes (for one torch build)."""
     config = config or SyntheticConfig()
-    size = STORED_SIZE[config.image_size]
+    size = config.stored_size
     canvas = size + size // 4  # shifts of up to an eighth of the image each way
     generator = torch.Generator().manual_seed(config.seed)
     prototypes = _prototypes(config.num_classes, canvas, size, generator)

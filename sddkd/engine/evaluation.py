@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sddkd.config import DataConfig, EngineConfig, RunConfig
+from sddkd.datasets import PUBLISHED_DATASETS
 from sddkd.engine.checkpoint import load_checkpoint
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.placement import Placement, build_data, resolve_placement
@@ -70,7 +71,7 @@ def _data_config(run_cfg: RunConfig | None, dataset: str | None, data_root: Path
         data = run_cfg.data
         return data.model_copy(update={"root": str(data_root)}) if data_root else data
     if dataset is None:
-        raise UserError(f"{path} carries no config; name its data with --dataset cifar100|cub200|imagenet")
+        raise UserError(f"{path} carries no config; name its data with --dataset {'|'.join(PUBLISHED_DATASETS)}")
     if dataset == "synthetic":
         raise UserError("--dataset synthetic needs the generating options: evaluate a checkpoint trained on it instead")
     return DataConfig(name=dataset, root=str(data_root or default_data_root()))

@@ -111,19 +111,18 @@ def build_data(
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """(spec, train loader, test loader) for this rank; the preset's batch is the global batch across ranks.
     two_views: the train loader yields (weak, strong, labels), for a method of two views (MLKD)."""
-    from sddkd.data import build_loaders, dataset_spec
+    from sddkd.data import build_loaders
 
     if global_batch % dist.world_size:
         raise UserError(
             f"the global batch size {global_batch} does not split evenly over {dist.world_size} processes; "
             "choose a batch size divisible by the number of processes"
         )
-    synthetic = data.synthetic.model_dump() if data.synthetic is not None else None
-    spec = dataset_spec(data.name, **(synthetic or {}))
+    spec = data.spec
     batch = global_batch // dist.world_size
     train_loader, test_loader = build_loaders(
         data.name, data.root, batch_size=batch, device=device, seed=seed, rank=dist.rank,
-        world_size=dist.world_size, synthetic=synthetic, num_workers=data.num_workers,
+        world_size=dist.world_size, synthetic=data.synthetic, num_workers=data.num_workers,
         eval_batch_size=eval_batch_size(batch, spec.image_size) if train else batch,  # `sddkd eval` chose its own
         two_views=two_views,
     )  # fmt: skip

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from sddkd.config import RunConfig
 from sddkd.data.loader import ArrayLoader
+from sddkd.datasets import continuous_augmentation_problem
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.placement import Placement
 from sddkd.engine.run_teacher import load_run_teacher
@@ -53,23 +54,13 @@ from sddkd.engine.teacher_cache_build import build_cache
 from sddkd.errors import UserError
 from sddkd.models.heads import regions_from_finest_grid
 
-MAX_VIEWS = 240  # beyond this a cache costs more teacher passes than one 240-epoch run makes
-
 
 def no_exact_cache_reason(cfg: RunConfig, loader: Any) -> str | None:
-    """Why this run's training augmentation has no exact cache worth building, or None when it has one."""
+    """Why this run's training augmentation has no exact cache worth building, or None when it has one (the
+    dataset's spec decides; a loader that decodes on workers has no finite set of views whatever the dataset)."""
     if not isinstance(loader, ArrayLoader):
-        return (
-            f"{cfg.data.name} trains with RandomResizedCrop, a continuous augmentation, so no exact teacher-logit "
-            "cache exists; set teacher.cache=off"
-        )
-    views = views_of(loader)
-    if views.count > MAX_VIEWS:
-        return (
-            f"{cfg.data.name} crops {views.crop} px from {views.height} px images: {views.count:,} views per image, "
-            f"so an exact teacher-logit cache costs more teacher passes than a run makes; set teacher.cache=off"
-        )
-    return None
+        return continuous_augmentation_problem(cfg.data.name)
+    return cfg.data.spec.exact_cache_problem
 
 
 class ServedCache:

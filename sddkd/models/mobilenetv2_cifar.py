@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sddkd.datasets import CIFAR_STYLE_GEOMETRIES
 from sddkd.models.base import ImageClassifier, Stem, fan_out_init_, stem_for
 from sddkd.models.registry import register_model
-
-CIFAR_AND_CUB = ("cifar100", "cub200")
 
 # (expansion t, output channels c, repeats n, first stride s) before the width multiplier;
 # t = None means the net's expansion T (6 for mobile_half).
@@ -91,6 +90,6 @@ class CifarMobileNetV2(ImageClassifier):
         return self.classifier[0]
 
 
-@register_model("MobileNetV2", datasets=CIFAR_AND_CUB)
+@register_model("MobileNetV2", datasets=CIFAR_STYLE_GEOMETRIES)
 def mobilenetv2_half(num_classes: int, dataset: str) -> CifarMobileNetV2:
     return CifarMobileNetV2(expansion=6, width_mult=0.5, num_classes=num_classes, stem=stem_for(dataset))

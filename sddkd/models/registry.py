@@ -10,14 +10,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar, get_args
+from typing import TypeVar
 
 from torch import nn
 
+from sddkd.datasets import MODEL_GEOMETRIES, ModelGeometry
 from sddkd.models.base import ImageClassifier
 
-Dataset = Literal["cifar100", "cub200", "imagenet"]
-DATASETS: tuple[str, ...] = get_args(Dataset)
+# The datasets a network can be built for are the input geometries of `sddkd.datasets`.
+Dataset = ModelGeometry
+DATASETS: tuple[str, ...] = MODEL_GEOMETRIES
 
 # A factory builds a fresh, randomly initialised network for `num_classes` classes and the dataset's geometry.
 ModelFactory = Callable[[int, str], nn.Module]

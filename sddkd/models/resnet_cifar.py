@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sddkd.datasets import CIFAR_STYLE_GEOMETRIES
 from sddkd.models.base import ImageClassifier, Stem, cub_stem_conv, stem_for
 from sddkd.models.registry import register_model
-
-CIFAR_AND_CUB = ("cifar100", "cub200")
 
 
 def _first_conv(out_channels: int, stem: Stem) -> nn.Conv2d:
@@ -196,56 +195,56 @@ _NARROW = (16, 16, 32, 64)
 _WIDE_X4 = (32, 64, 128, 256)
 
 
-@register_model("resnet8", datasets=CIFAR_AND_CUB)
+@register_model("resnet8", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet8(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(8, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet14", datasets=CIFAR_AND_CUB)
+@register_model("resnet14", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet14(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(14, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet20", datasets=CIFAR_AND_CUB)
+@register_model("resnet20", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet20(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(20, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet32", datasets=CIFAR_AND_CUB)
+@register_model("resnet32", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet32(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(32, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet44", datasets=CIFAR_AND_CUB)
+@register_model("resnet44", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet44(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(44, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet56", datasets=CIFAR_AND_CUB)
+@register_model("resnet56", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet56(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(56, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet110", datasets=CIFAR_AND_CUB)
+@register_model("resnet110", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet110(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(110, _NARROW, num_classes, dataset)
 
 
-@register_model("resnet8x4", datasets=CIFAR_AND_CUB)
+@register_model("resnet8x4", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet8x4(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(8, _WIDE_X4, num_classes, dataset)
 
 
-@register_model("resnet32x4", datasets=CIFAR_AND_CUB)
+@register_model("resnet32x4", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet32x4(num_classes: int, dataset: str) -> ThreeStageResNet:
     return _three_stage(32, _WIDE_X4, num_classes, dataset)
 
 
-@register_model("ResNet18", datasets=CIFAR_AND_CUB)
+@register_model("ResNet18", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet18_cifar(num_classes: int, dataset: str) -> FourStageResNet:
     return FourStageResNet(ShortcutBasicBlock, (2, 2, 2, 2), num_classes, stem=stem_for(dataset))
 
 
-@register_model("ResNet50", datasets=CIFAR_AND_CUB)
+@register_model("ResNet50", datasets=CIFAR_STYLE_GEOMETRIES)
 def resnet50_cifar(num_classes: int, dataset: str) -> FourStageResNet:
     return FourStageResNet(ShortcutBottleneck, (3, 4, 6, 3), num_classes, stem=stem_for(dataset))

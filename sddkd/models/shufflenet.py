@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sddkd.datasets import CIFAR_STYLE_GEOMETRIES
 from sddkd.models.base import ImageClassifier, Stem, cub_stem_conv, stem_for
 from sddkd.models.registry import register_model
-
-CIFAR_AND_CUB = ("cifar100", "cub200")
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -169,11 +168,11 @@ class ShuffleNetV2(ImageClassifier):
         return self.linear
 
 
-@register_model("ShuffleV1", datasets=CIFAR_AND_CUB)
+@register_model("ShuffleV1", datasets=CIFAR_STYLE_GEOMETRIES)
 def shufflenet_v1(num_classes: int, dataset: str) -> ShuffleNetV1:
     return ShuffleNetV1((240, 480, 960), (4, 8, 4), groups=3, num_classes=num_classes, stem=stem_for(dataset))
 
 
-@register_model("ShuffleV2", datasets=CIFAR_AND_CUB)
+@register_model("ShuffleV2", datasets=CIFAR_STYLE_GEOMETRIES)
 def shufflenet_v2(num_classes: int, dataset: str) -> ShuffleNetV2:
     return ShuffleNetV2((116, 232, 464, 1024), (3, 7, 3), num_classes=num_classes, stem=stem_for(dataset))

@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sddkd.datasets import CIFAR_STYLE_GEOMETRIES
 from sddkd.models.base import ImageClassifier, fan_out_init_
 from sddkd.models.registry import register_model
-
-CIFAR_AND_CUB = ("cifar100", "cub200")
 
 # Output channels of each conv in blocks 0..4.
 VGG_CONFIGS: dict[str, list[list[int]]] = {
@@ -62,26 +61,26 @@ class VGG(ImageClassifier):
         return self.classifier
 
 
-@register_model("vgg8", datasets=CIFAR_AND_CUB)
+@register_model("vgg8", datasets=CIFAR_STYLE_GEOMETRIES)
 def vgg8(num_classes: int, dataset: str) -> VGG:
     return VGG(VGG_CONFIGS["vgg8"], num_classes)
 
 
-@register_model("vgg11", datasets=CIFAR_AND_CUB)
+@register_model("vgg11", datasets=CIFAR_STYLE_GEOMETRIES)
 def vgg11(num_classes: int, dataset: str) -> VGG:
     return VGG(VGG_CONFIGS["vgg11"], num_classes)
 
 
-@register_model("vgg13", datasets=CIFAR_AND_CUB)
+@register_model("vgg13", datasets=CIFAR_STYLE_GEOMETRIES)
 def vgg13(num_classes: int, dataset: str) -> VGG:
     return VGG(VGG_CONFIGS["vgg13"], num_classes)
 
 
-@register_model("vgg16", datasets=CIFAR_AND_CUB)
+@register_model("vgg16", datasets=CIFAR_STYLE_GEOMETRIES)
 def vgg16(num_classes: int, dataset: str) -> VGG:
     return VGG(VGG_CONFIGS["vgg16"], num_classes)
 
 
-@register_model("vgg19", datasets=CIFAR_AND_CUB)
+@register_model("vgg19", datasets=CIFAR_STYLE_GEOMETRIES)
 def vgg19(num_classes: int, dataset: str) -> VGG:
     return VGG(VGG_CONFIGS["vgg19"], num_classes)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sddkd.datasets import CIFAR_STYLE_GEOMETRIES
 from sddkd.models.base import ImageClassifier, Stem, cub_stem_conv, fan_out_init_, stem_for
 from sddkd.models.registry import register_model
-
-CIFAR_AND_CUB = ("cifar100", "cub200")
 
 
 class PreActBlock(nn.Module):
@@ -89,21 +88,21 @@ class WideResNet(ImageClassifier):
         return self.fc
 
 
-@register_model("wrn_16_1", datasets=CIFAR_AND_CUB)
+@register_model("wrn_16_1", datasets=CIFAR_STYLE_GEOMETRIES)
 def wrn_16_1(num_classes: int, dataset: str) -> WideResNet:
     return WideResNet(16, 1, num_classes, stem=stem_for(dataset))
 
 
-@register_model("wrn_16_2", datasets=CIFAR_AND_CUB)
+@register_model("wrn_16_2", datasets=CIFAR_STYLE_GEOMETRIES)
 def wrn_16_2(num_classes: int, dataset: str) -> WideResNet:
     return WideResNet(16, 2, num_classes, stem=stem_for(dataset))
 
 
-@register_model("wrn_40_1", datasets=CIFAR_AND_CUB)
+@register_model("wrn_40_1", datasets=CIFAR_STYLE_GEOMETRIES)
 def wrn_40_1(num_classes: int, dataset: str) -> WideResNet:
     return WideResNet(40, 1, num_classes, stem=stem_for(dataset))
 
 
-@register_model("wrn_40_2", datasets=CIFAR_AND_CUB)
+@register_model("wrn_40_2", datasets=CIFAR_STYLE_GEOMETRIES)
 def wrn_40_2(num_classes: int, dataset: str) -> WideResNet:
     return WideResNet(40, 2, num_classes, stem=stem_for(dataset))

@@ -6,14 +6,10 @@ costs (or one of them asks for `teacher.cache=on`). Which cache a run uses, and 
 
 from __future__ import annotations
 
-import torch
 from rich.console import Console
 
 from sddkd.config import RunConfig
-from sddkd.engine.distributed import DistContext
-from sddkd.engine.placement import build_data
-from sddkd.engine.teacher_cache import views_of
-from sddkd.engine.teacher_cache_serve import build_for_config, no_exact_cache_reason
+from sddkd.engine.teacher_cache_serve import build_for_config
 from sddkd.errors import UserError
 
 
@@ -24,8 +20,8 @@ def prebuild_for_suite(configs: list[RunConfig], console: Console, device: str) 
     Runs whose teacher is not available yet (trained earlier in the same suite) build their own, under the lock."""
     groups: dict[str, list[RunConfig]] = {}
     for cfg in configs:
-        if cfg.teacher is None or cfg.teacher.cache == "off" or cfg.data.name in ("imagenet", "cub200"):
-            continue
+        if cfg.teacher is None or cfg.teacher.cache == "off" or cfg.data.spec.exact_cache_problem is not None:
+            continue  # the run itself says why, if it asked for a cache
         engine = cfg.engine.model_copy(update={"device": device})
         key = cfg.model_dump_json(include={"data": True, "teacher": {"arch", "checkpoint"}}) + engine.amp
         groups.setdefault(key + str(max(cfg.scales)), []).append(cfg.model_copy(update={"engine": engine}))
@@ -34,8 +30,8 @@ def prebuild_for_suite(configs: list[RunConfig], console: Console, device: str) 
         first = members[0]
         passes = sum(c.optim.epochs if c.optim.max_steps is None else 0 for c in members)
         if not any(c.teacher and c.teacher.cache == "on" for c in members):
-            views = _views_of_config(first)
-            if views is None or passes < views:
+            crops = first.data.spec.train_crops
+            if crops is None or passes < crops.views:
                 continue
         try:
             opened = build_for_config(first, console, progress=first.engine.progress)
@@ -44,8 +40,3 @@ def prebuild_for_suite(configs: list[RunConfig], console: Console, device: str) 
             continue
         built.append(opened.directory.name)
     return built
-
-
-def _views_of_config(cfg: RunConfig) -> int | None:
-    _, loader, _ = build_data(cfg.data, cfg.optim.batch_size, torch.device("cpu"), cfg.seed, DistContext())
-    return views_of(loader).count if no_exact_cache_reason(cfg, loader) is None else None

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sddkd.datasets import PUBLISHED_DATASETS, dataset_spec
 from sddkd.download import FetchError
-
-NUM_CLASSES = {"cifar100": 100, "cub200": 200, "imagenet": 1000}
 
 # Keys under which training scripts store the weights and the test accuracy they reached.
 STATE_DICT_KEYS = ("model", "state_dict", "net")
@@ -83,8 +82,9 @@ def _recorded_accuracy(payload: Mapping[str, Any]) -> float | None:
 def _geometry(dataset: str, config: dict[str, Any] | None, checkpoint: Path) -> tuple[str, int]:
     """(model geometry, class count) of a teacher for `dataset`: fixed for the real datasets; for generated data
     read from the run config the engine saves in its checkpoints (the smoke suite registers such teachers)."""
-    if dataset in NUM_CLASSES:
-        return dataset, NUM_CLASSES[dataset]
+    if dataset in PUBLISHED_DATASETS:
+        spec = dataset_spec(dataset)
+        return spec.model_dataset, spec.num_classes
     if config is None:
         raise TeacherError(
             f"{checkpoint} carries no run config, so its {dataset} class count is unknown; register the "
@@ -96,9 +96,7 @@ def _geometry(dataset: str, config: dict[str, Any] | None, checkpoint: Path) -> 
         data = RunConfig.model_validate(config).data
     except ValueError:  # pydantic's ValidationError: a config of another sddkd version
         raise TeacherError(f"{checkpoint} carries a run config this sddkd cannot read; train it again") from None
-    size = data.synthetic.image_size if data.synthetic is not None else 32
-    # As the data layer's synthetic spec: 32 px imitates CIFAR-100, 224 px CUB-200 (CIFAR-style nets either way).
-    return ("cifar100" if size == 32 else "cub200"), data.num_classes
+    return data.spec.model_dataset, data.spec.num_classes
 
 
 def _build_model(arch: str, dataset: str, num_classes: int) -> nn.Module:

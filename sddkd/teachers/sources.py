@@ -28,6 +28,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from sddkd.datasets import DATASET_NAMES, dataset_spec
 from sddkd.download import download, file_digest, is_url, verify_digest
 from sddkd.teachers.loading import TeacherError
 from sddkd.teachers.store import (
@@ -143,13 +144,14 @@ def missing_note(dataset: str, arch: str, source: str | None) -> str:
             f"and pass it (or the downloaded folder) with --source; or {train}"
         )
     if not published:
-        return f"no published {_DATASET_NAMES.get(dataset, dataset)} teacher exists for {arch}; {train}"
+        return f"no published {_title(dataset)} teacher exists for {arch}; {train}"
     if source is not None:
         return f"not found in {source}; {train}"
     return f"run `sddkd fetch-teachers --dataset {dataset} --arch {arch}`, or {train}"
 
 
-_DATASET_NAMES = {"cifar100": "CIFAR-100", "cub200": "CUB-200", "imagenet": "ImageNet"}
+def _title(dataset: str) -> str:
+    return dataset_spec(dataset).title if dataset in DATASET_NAMES else dataset
 
 
 def _train_hint(dataset: str, arch: str) -> str:

@@ -12,7 +12,7 @@ from PIL import Image
 import sddkd.data.cub as cub
 from sddkd.data import DataMissingError, build_cub_cache, build_loaders, cub_cache_dir, cub_cache_ready
 from sddkd.data.cub import load_cub_cache, read_cub_splits
-from sddkd.data.spec import IMAGENET_MEAN, IMAGENET_STD
+from sddkd.datasets import IMAGENET_MEAN, IMAGENET_STD
 from tests.fakes import make_cub_archive, make_cub_tree
 
 

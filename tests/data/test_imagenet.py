@@ -10,7 +10,7 @@ from PIL import Image
 
 from sddkd.data import DataFormatError, DataMissingError, build_imagenet_index, build_loaders
 from sddkd.data.imagenet import random_resized_crop_box
-from sddkd.data.spec import IMAGENET_MEAN, IMAGENET_STD
+from sddkd.datasets import IMAGENET_MEAN, IMAGENET_STD
 from tests.fakes import make_imagenet_tree
 
 

@@ -7,7 +7,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from sddkd.data import ArrayLoader, crop_flip, normalize
-from sddkd.data.spec import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
+from sddkd.datasets import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from sddkd.errors import UserError
 
 

@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from sddkd.data import DatasetSpec, SyntheticConfig, build_loaders, dataset_spec, make_synthetic
+from sddkd.data import build_loaders, make_synthetic
+from sddkd.datasets import DatasetSpec, SyntheticConfig, dataset_spec
 
 
 @pytest.fixture(scope="module")

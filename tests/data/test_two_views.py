@@ -9,8 +9,8 @@ import torch
 
 from sddkd.data import ArrayLoader, build_loaders, crop_flip, normalize
 from sddkd.data.loader import epoch_generator
-from sddkd.data.spec import CIFAR100_MEAN, CIFAR100_STD
 from sddkd.data.strong import draw_strong_plan, strong_view
+from sddkd.datasets import CIFAR100_MEAN, CIFAR100_STD
 from sddkd.errors import UserError
 from sddkd.losses import mlkd_loss
 
