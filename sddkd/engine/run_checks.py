@@ -17,27 +17,27 @@ from sddkd.config import RunConfig
 from sddkd.engine.distill import teacher_regions
 from sddkd.engine.placement import Placement
 from sddkd.errors import UserError
-from sddkd.models import list_models
-from sddkd.models.registry import DATASETS, _close_matches
+from sddkd.models import close_matches, list_models
 from sddkd.scales import Scales
 
 
 def check_architectures(cfg: RunConfig) -> None:
-    """The student and teacher names are registered models (for the config's dataset, where it is a real one)."""
-    known = list_models()
+    """The student and teacher names are registered models, built for the geometry of the config's dataset."""
+    known, geometry = list_models(), cfg.data.spec.model_dataset
+    where = cfg.data.name if geometry == cfg.data.name else f"{cfg.data.name} data ({geometry} geometry)"
     roles = [("student", cfg.student)] + ([("teacher.arch", cfg.teacher.arch)] if cfg.teacher else [])
     for role, name in roles:
         if name not in known:
-            matches = _close_matches(name, known)
+            matches = close_matches(name, known)
             hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
             raise UserError(
                 f'unknown architecture {name!r} for {role}{hint} (`python -c "import sddkd.models as m; '
                 'print(m.list_models())"` lists them all)'
             )
-        if cfg.data.name in DATASETS and name not in list_models(cfg.data.name):
-            matches = _close_matches(name, list_models(cfg.data.name))
+        if name not in list_models(geometry):
+            matches = close_matches(name, list_models(geometry))
             hint = f"; for {cfg.data.name} did you mean {' or '.join(matches)}?" if matches else ""
-            raise UserError(f"architecture {name!r} ({role}) is not available for {cfg.data.name}{hint}")
+            raise UserError(f"architecture {name!r} ({role}) is not available for {where}{hint}")
 
 
 def refuse_scales_beyond_features(

@@ -10,12 +10,13 @@ regions = region_logits(model, features, (1, 2, 4))  # [B, K, 21]; regions[..., 
 from sddkd.models import imagenet, mobilenetv2_cifar, resnet_cifar, shufflenet, vgg, wrn  # noqa: F401
 from sddkd.models.base import ImageClassifier, MultiScaleModel
 from sddkd.models.heads import region_logits
-from sddkd.models.registry import DATASETS, create_model, list_models, register_model
+from sddkd.models.registry import DATASETS, close_matches, create_model, list_models, register_model
 
 __all__ = [
     "DATASETS",
     "ImageClassifier",
     "MultiScaleModel",
+    "close_matches",
     "create_model",
     "list_models",
     "region_logits",

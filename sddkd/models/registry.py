@@ -72,7 +72,7 @@ def create_model(name: str, num_classes: int = 100, dataset: str = "cifar100") -
         raise ValueError(_unknown_name_message(name))
     if dataset not in entry.datasets:
         supported = ", ".join(entry.datasets)
-        same_dataset = _close_matches(name, list_models(dataset))
+        same_dataset = close_matches(name, list_models(dataset))
         hint = f" (for {dataset} did you mean {' or '.join(same_dataset)}?)" if same_dataset else ""
         raise ValueError(f"model {name!r} is not available for dataset {dataset!r}; it supports {supported}{hint}")
     model = entry.factory(num_classes, dataset)
@@ -85,14 +85,15 @@ def _check_dataset(dataset: str) -> None:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
 
 
-def _close_matches(name: str, candidates: list[str]) -> list[str]:
+def close_matches(name: str, candidates: list[str]) -> list[str]:
+    """Up to three of `candidates` that look like `name`, for a "did you mean" hint."""
     # Compare case-insensitively: the field's names mix cases (resnet18 on ImageNet, ResNet18 on CIFAR).
     by_lower = {c.lower(): c for c in candidates}
     return [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
 
 
 def _unknown_name_message(name: str) -> str:
-    matches = _close_matches(name, list(_REGISTRY))
+    matches = close_matches(name, list(_REGISTRY))
     hint = f"; did you mean {', '.join(matches)}?" if matches else "."
     return (
         f"unknown model {name!r}{hint} "

@@ -275,6 +275,15 @@ def test_an_unknown_architecture_in_a_yaml_names_close_matches(tmp_path: Path):
     assert not (tmp_path / "logs").exists()
 
 
+def test_an_architecture_of_another_geometry_on_synthetic_data_is_refused_before_any_work(tmp_path: Path):
+    # 32 px synthetic data is built with the CIFAR nets; an ImageNet-only net failed deep inside create_model
+    args = ["train", "-p", "synthetic/vanilla/resnet8", "--set", "student=resnet18", "--device", "cpu",
+            "--out", str(tmp_path / "logs")]  # fmt: skip
+    line = one_error_line(runner.invoke(app, args))
+    assert "architecture 'resnet18' (student) is not available for synthetic data (cifar100 geometry)" in line
+    assert "did you mean ResNet18" in line and not (tmp_path / "logs").exists()
+
+
 def test_a_held_run_is_refused_in_one_line_and_the_suite_sees_it_running(tmp_path: Path):
     lock = acquire_run_lock(tmp_path / RUN)
     try:
