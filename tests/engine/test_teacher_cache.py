@@ -259,12 +259,28 @@ def test_served_regions_match_the_head_on_a_hand_made_grid():
     assert regions.tolist() == [[[store[1, 2, 0].mean().item(), *store[1, 2, 0].tolist()]]]
 
 
+def test_the_suite_decides_which_caches_pay_without_reading_any_data(tmp_path: Path, monkeypatch):
+    import sddkd.data
+    from sddkd.suite.prebuild import prebuild_for_suite
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the view count is a fact of the dataset's spec; no dataset is read to learn it")
+
+    monkeypatch.setattr(sddkd.data, "build_loaders", no_reading)
+    teacher = teacher_file(tmp_path / "t.pth")
+    runs = [tiny(teacher, "optim.epochs=80", "seed=0"), tiny(teacher, "optim.epochs=81", "seed=1")]
+    assert prebuild_for_suite(runs, QUIET, "cpu") == [], "161 epochs of teacher passes < 162 views"
+
+
 def test_the_suite_builds_one_shared_cache_only_when_its_runs_pay_for_it(tmp_path: Path):
     from sddkd.suite.prebuild import prebuild_for_suite
 
     teacher = teacher_file(tmp_path / "t.pth")
     runs = [tiny(teacher, "optim.epochs=80", "seed=0"), tiny(teacher, "optim.epochs=82", "seed=1", scales="1,4")]
     assert prebuild_for_suite(runs[:1] * 2, QUIET, "cpu") == [], "160 epochs of teacher passes < 162 views"
+    assert not cache_root().exists()
+    big = tiny(teacher, "optim.epochs=5000", "data.synthetic.image_size=224", "data.synthetic.train_per_class=1")
+    assert prebuild_for_suite([big], QUIET, "cpu") == [], "2,178 views per image: never worth a cache"
     assert not cache_root().exists()
     built = prebuild_for_suite(runs, QUIET, "cpu")  # 80 + 82 epochs; M=(1,2,4) and (1,4) share the 4x4 grid
     assert len(built) == 1 and (cache_root() / built[0] / "logits.bin").is_file()
