@@ -42,7 +42,7 @@ def test_a_missing_synthetic_teacher_is_not_sent_to_fetch_teachers(tmp_path: Pat
 
 
 def test_fetchable_datasets_match_the_teacher_sources():
-    from sddkd.config_tools import FETCHABLE_DATASETS
+    from sddkd.datasets import PUBLISHED_DATASETS as FETCHABLE_DATASETS
     from sddkd.teachers.sources import SOURCES
 
     assert set(FETCHABLE_DATASETS) == set(SOURCES)
