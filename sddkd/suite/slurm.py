@@ -317,8 +317,9 @@ def _task(plan: SuitePlan, run: PlannedRun, options: SlurmOptions, launcher: Seq
     if run.register_teacher or run.register_if_missing:
         best = plan.run_dir(run) / "checkpoints" / "best.pt"
         origin = f"sddkd suite {plan.name}: {run.name}"
-        teacher = TeacherRegistration(run.config.data.name, run.config.student, str(best), origin,
-                                      if_missing=not run.register_teacher)
+        teacher = TeacherRegistration(
+            run.config.data.name, run.config.student, str(best), origin, if_missing=not run.register_teacher
+        )
     argv = train_argv(plan, run, launcher, cuda=gpus > 0)
     return RunTask(run.name, tuple(argv), str(plan.run_dir(run) / LOG_FILE), env, teacher)
 

@@ -146,8 +146,9 @@ def test_a_teachers_train_suite_registers_its_teacher_on_the_node_where_the_stor
     submission = submit_suite(plan, SlurmOptions(gpus_per_run=0), store=FakeStore())
     task = submission.jobs[teacher.name].submission().function  # what the node will run
     best = plan.run_dir(teacher) / "checkpoints" / "best.pt"
-    finish = (f"import json, pathlib; best = pathlib.Path({str(best)!r}); best.parent.mkdir(exist_ok=True); best.write_bytes(b'w');"
-              f" (best.parent.parent / 'result.json').write_text(json.dumps({{'best_top1': 50.0}}))")  # fmt: skip
+    finish = (f"import json, pathlib; best = pathlib.Path({str(best)!r}); best.parent.mkdir(exist_ok=True); "
+              f"best.write_bytes(b'w'); (best.parent.parent / 'result.json').write_text(json.dumps("
+              "{'best_top1': 50.0}))")  # fmt: skip
     task = dataclasses.replace(task, argv=(sys.executable, "-c", finish))
 
     empty = FakeStore()
