@@ -89,3 +89,28 @@ def test_python_m_sddkd_bench_has_an_mlkd_mode(monkeypatch, capsys):
     assert (device, steps, batch, pair, scales, compile, reference) == ("cpu", 3, 64, "res20_res8", "1", False, False)
     refused = runner.invoke(app, ["--mlkd", "--cache"])
     assert refused.exit_code == 2 and "drop --cache" in refused.output
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [(["--no-eval"], "--no-eval"), (["--eval"], "--eval"), (["--cache"], "--cache"), (["--no-cache"], "--no-cache"),
+     (["--cache-images", "64"], "--cache-images"), (["--cache-build-images", "4"], "--cache-build-images"),
+     (["--channels-last"], "--channels-last"), (["--no-channels-last"], "--no-channels-last"),
+     (["--no-eval", "--cache-images", "64"], "--no-eval, --cache-images")],
+)  # fmt: skip
+def test_mlkd_mode_refuses_every_flag_only_the_single_view_bench_reads(monkeypatch, flags, named):
+    """Each option main() passes to run_bench but not to run_mlkd_bench is one sentence naming it and exit 2, before
+    either bench starts; the same flags without --mlkd reach run_bench."""
+    from typer.testing import CliRunner
+
+    import sddkd.bench.__main__ as bench_main
+    import sddkd.bench.mlkd
+
+    started = []
+    monkeypatch.setattr(sddkd.bench.mlkd, "run_mlkd_bench", lambda *a: started.append("mlkd") or {})
+    monkeypatch.setattr(bench_main, "run_bench", lambda *a: started.append("single") or {})
+    refused = CliRunner().invoke(bench_main.app, ["--mlkd", "--device", "cpu", *flags])
+    assert refused.exit_code == 2 and started == []
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --mlkd") and f"ignore {named};" in lines[0]
+    assert CliRunner().invoke(bench_main.app, ["--device", "cpu", *flags]).exit_code == 0 and started == ["single"]

@@ -374,6 +374,62 @@ def test_the_loss_traces_into_one_graph_reused_across_epochs(name: str):
         assert step.term_weights(5).shape == (3,) and step.loss_fn.input_names == ("reversal",)
 
 
+def _ctkd_step_gradients(name: str, backend: str | None, copy_teacher: bool, monkeypatch: pytest.MonkeyPatch):
+    """One CTKD forward and backward of the engine's step on the CPU, the live teacher's logits as the engine makes
+    them (`teacher_regions`, under no_grad) or, `copy_teacher`, copied first (what CTKD did every step before);
+    `backend`: torch.compile's (aot_eager runs AOTAutograd, which saves the teacher's logits for the backward).
+    Returns the weighted terms and every gradient (the student's and the temperature's theta)."""
+    import torch._dynamo
+
+    import sddkd.engine.step as engine_step
+
+    if copy_teacher:
+        live = engine_step.teacher_regions
+        monkeypatch.setattr(engine_step, "teacher_regions", lambda *args: live(*args).clone())
+    step = _method_step(name, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(4, 3, 32, 32, generator=gen), torch.tensor([0, 1, 2, 3])
+    forward = step.forward_loss
+    if backend is not None:
+        torch._dynamo.reset()
+        forward = torch.compile(step.forward_loss, backend=backend, fullgraph=True, dynamic=False)
+    weighted, _ = forward(images, labels, step.term_weights(3))  # epoch 3: a non-zero gradient reversal
+    weighted.sum().backward()
+    grads = {n: p.grad.clone() for n, p in step.student.named_parameters() if p.grad is not None}
+    assert "method_parameters.theta" in grads
+    return weighted.detach(), grads
+
+
+@pytest.mark.parametrize("name", ["ctkd", "ctkd_lskd", "sdd_ctkd_lskd"])
+def test_ctkd_trains_on_the_teachers_logits_as_they_are(name: str, monkeypatch: pytest.MonkeyPatch):
+    """The live teacher runs under no_grad and the cache serves plain tensors, so autograd may save the teacher's
+    logits for dL/dT as they are: the same terms and gradients, bit for bit, as with a copy of them; eager and
+    through torch.compile's AOTAutograd (backward included) alike."""
+    terms, grads = _ctkd_step_gradients(name, None, False, monkeypatch)
+    copied_terms, copied_grads = _ctkd_step_gradients(name, None, True, monkeypatch)
+    assert torch.equal(terms, copied_terms) and grads.keys() == copied_grads.keys()
+    assert all(torch.equal(grads[n], copied_grads[n]) for n in grads)
+    monkeypatch.undo()
+    compiled_terms, compiled_grads = _ctkd_step_gradients(name, "aot_eager", False, monkeypatch)
+    torch.testing.assert_close(compiled_terms, terms, rtol=1e-5, atol=1e-6)
+    for n in grads:
+        torch.testing.assert_close(compiled_grads[n], grads[n], rtol=1e-4, atol=1e-6)
+
+
+def test_ctkd_does_not_copy_the_teachers_logits_every_step(monkeypatch: pytest.MonkeyPatch):
+    """CTKD's loss reads the teacher's region logits [B, K, N] in place (no per-step clone)."""
+    loss_fn = make_loss_fn(method_config("ctkd"))
+    gen = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 5, 1, generator=gen, requires_grad=True)
+    teacher, labels = torch.randn(4, 5, 1, generator=gen), torch.tensor([0, 1, 2, 3])
+    copied = []
+    clone = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda t, *a, **k: copied.append(t.data_ptr()) or clone(t, *a, **k))
+    loss_fn.terms(student, teacher, labels, torch.tensor([-0.5]))["kd"].backward()
+    monkeypatch.undo()
+    assert teacher.data_ptr() not in copied
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", ["ctkd", "sdd_ctkd_lskd", "sdd_nkd", "sdd_mlkd_lskd"])

@@ -56,12 +56,12 @@ class RegionModel(nn.Module):
 
 
 class LossFn:
-    """`loss_fn(student_regions, teacher_regions, labels, epoch) -> {"ce": ..., "kd"|"dkd"|...: ...}`, weighted.
+    """`terms(student_regions, teacher_regions, labels, inputs) -> {"ce": ..., "kd"|"dkd"|...: ...}`, unweighted.
 
-    Inputs are region logits `[B, K, N]` (any dtype; the losses compute in float32) and labels `[B]`. The terms are
-    already weighted, so the engine's objective is their plain sum. The call is `weights(epoch)` times `terms(...)`:
-    the engine's fast path passes the per-epoch weights (and the method's per-epoch inputs, e.g. CTKD's gradient
-    reversal) as one tensor, so a compiled step never depends on the epoch.
+    Inputs are region logits `[B, K, N]` (any dtype; the losses compute in float32) and labels `[B]`. The step
+    (`TrainStep.forward_loss`) multiplies the terms by `weights(epoch)` and sums them; it gets those weights and the
+    method's per-epoch inputs (e.g. CTKD's gradient reversal) as one tensor, `epoch_vector(epoch)`, so a compiled
+    step never depends on the epoch.
 
     `parameters`: the method's own trainable parameters (CTKD's temperature) or None. The engine puts them inside
     the student's module (so DDP averages their gradients), in the optimizer and in the checkpoint.
@@ -115,12 +115,6 @@ class LossFn:
             named = {name: inputs[i] for i, name in enumerate(self.input_names)}
         distilled = self.impl.loss_terms(self.method, student, teacher, labels, self.parameters, named)
         return {"ce": ce, **{name: distilled[name] for name in self.impl.terms}}
-
-    def __call__(self, student: Tensor, teacher: Tensor | None, labels: Tensor, epoch: int) -> dict[str, Tensor]:
-        weights = self.weights(epoch)
-        inputs = torch.tensor([self.inputs(epoch)[n] for n in self.input_names], device=student.device)
-        terms = self.terms(student, teacher, labels, inputs)
-        return {name: weights[name] * value for name, value in terms.items()}
 
     def epoch_metrics(self) -> dict[str, float]:
         """The method's numbers for this epoch's metrics row (e.g. CTKD's temperature): read once per epoch."""

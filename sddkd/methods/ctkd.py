@@ -86,9 +86,9 @@ class CTKD(Method):
         assert params is not None, "CTKD needs its temperature parameter"
         theta = cast("Tensor", params.theta)
         temperature = learnable_temperature(theta, inputs["reversal"], cfg.t_start, cfg.t_range)
-        # dL/dT flows through the teacher's softmax too, so autograd saves teacher / T: the teacher's logits may
-        # come from inference mode, whose tensors autograd refuses to save. A copy [B, K, N] is a normal tensor.
-        teacher = teacher.clone()
+        # dL/dT flows through the teacher's softmax too, so autograd saves the teacher's logits [B, K, N]. The engine
+        # makes them under no_grad (engine.distill.teacher_regions) or serves them from the cache: plain tensors it
+        # may save as they are, so no copy. (Logits made under inference_mode could not be saved: pass no_grad ones.)
         kd = sdd_kd_loss(student, teacher, labels, temperature,
                          complementary_weight=cfg.complementary_weight, standardize=cfg.standardize)  # fmt: skip
         return {"kd": kd}

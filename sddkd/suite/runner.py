@@ -334,7 +334,7 @@ def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store:
     """Copy a trained teacher's best checkpoint into the store; a failure fails the run and blocks its students."""
     cfg = item.run.config
     best = plan.run_dir(item.run) / "checkpoints" / "best.pt"
-    if not item.run.register_teacher and not _store_lacks(store, cfg.data.name, cfg.student):
+    if not item.run.register_teacher and not store_lacks(store, cfg.data.name, cfg.student):
         return  # a suite's own teacher: its students read it from the run directory, the store keeps its own
     if store is None:
         item.status, item.note = "failed", "cannot register the teacher: this installation lacks sddkd.teachers"
@@ -353,7 +353,8 @@ def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store:
     item.note = f"registered as teacher {cfg.data.name}/{cfg.student} ({stored})"
 
 
-def _store_lacks(store: TeacherStore | None, dataset: str, arch: str) -> bool:
+def store_lacks(store: TeacherStore | None, dataset: str, arch: str) -> bool:
+    """Whether a `register_if_missing` teacher goes into the store: only where it has none (never a replacement)."""
     if store is None:
         return False  # nowhere to register it
     try:

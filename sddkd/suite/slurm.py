@@ -48,6 +48,7 @@ from sddkd.suite.runner import (
     default_launcher,
     default_store,
     require_stored_teachers,
+    store_lacks,
     take_recorded_state,
     train_argv,
 )
@@ -122,12 +123,14 @@ class SlurmOptions:
 
 @dataclass(frozen=True)
 class TeacherRegistration:
-    """Copy a finished teacher run's best checkpoint into the teacher store (`--train-teachers`)."""
+    """Copy a finished teacher run's best checkpoint into the teacher store: always (`--train-teachers`), or, for
+    a `teachers: train` suite's own teacher (`if_missing`), only where the store has none when the job ends."""
 
     dataset: str
     arch: str
     checkpoint: str
     origin: str
+    if_missing: bool = False
 
 
 _child: subprocess.Popen[bytes] | None = None  # the run a task is waiting for, stopped by `checkpoint`
@@ -177,6 +180,9 @@ class RunTask:
     @staticmethod
     def _register(teacher: TeacherRegistration, run_dir: Path) -> None:
         store = default_store()
+        # Decided on the node when the job ends, not at submission: the store may have gained a teacher meanwhile.
+        if teacher.if_missing and not store_lacks(store, teacher.dataset, teacher.arch):
+            return
         if store is None:
             raise RuntimeError("cannot register the teacher: this installation lacks sddkd.teachers")
         record = json.loads((run_dir / "result.json").read_text())
@@ -308,10 +314,12 @@ def _task(plan: SuitePlan, run: PlannedRun, options: SlurmOptions, launcher: Seq
     if gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""
     teacher = None
-    if run.register_teacher:
+    if run.register_teacher or run.register_if_missing:
         best = plan.run_dir(run) / "checkpoints" / "best.pt"
         origin = f"sddkd suite {plan.name}: {run.name}"
-        teacher = TeacherRegistration(run.config.data.name, run.config.student, str(best), origin)
+        teacher = TeacherRegistration(
+            run.config.data.name, run.config.student, str(best), origin, if_missing=not run.register_teacher
+        )
     argv = train_argv(plan, run, launcher, cuda=gpus > 0)
     return RunTask(run.name, tuple(argv), str(plan.run_dir(run) / LOG_FILE), env, teacher)
 

@@ -14,7 +14,7 @@ from sddkd.bench.__main__ import app as bench_app
 from sddkd.bench.core import reference_sdd_kd_loss
 from sddkd.config import load_config
 from sddkd.data import ArrayLoader
-from sddkd.engine.distill import RegionModel, make_loss_fn, teacher_regions
+from sddkd.engine.distill import RegionModel, teacher_regions
 from sddkd.engine.distributed import DistContext
 from sddkd.engine.loop import make_train_step
 from sddkd.engine.placement import resolve_placement
@@ -97,23 +97,33 @@ def test_the_benchmark_baseline_computes_the_engines_loss():
     torch.testing.assert_close(reference_sdd_kd_loss(student, teacher, target, 2.0, 2.0), want)
 
 
-def test_loss_fn_is_its_epoch_weights_times_its_terms():
-    method = load_config(PRESET, overrides=["method.warmup=4"]).method
-    loss_fn = make_loss_fn(method)
+def test_the_step_weights_each_term_by_its_epoch_weight():
+    """The engine's one weighting path: `forward_loss` multiplies the loss's unweighted terms by the epoch's
+    `term_weights` (the distillation term ramping up over the warm-up); the loss itself has no other."""
+    step, _ = _make_step(False, "cpu", overrides=["method.warmup=4"])
+    loss_fn, method = step.loss_fn, step.loss_fn.method
+    assert not callable(loss_fn), "no second, test-only weighting path"
     assert loss_fn.names == ("ce", "kd") and loss_fn.weights(2) == {"ce": 1.0, "kd": 0.5 * method.kd_weight}
+    weights = step.term_weights(2)
+    assert torch.equal(weights, torch.tensor([1.0, 0.5 * method.kd_weight]))
     gen = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(4, 5, 5, generator=gen), torch.randn(4, 5, 5, generator=gen)
-    labels = torch.tensor([0, 1, 2, 3])
-    terms, weighted = loss_fn.terms(student, teacher, labels), loss_fn(student, teacher, labels, 2)
-    assert all(torch.equal(weighted[n], loss_fn.weights(2)[n] * terms[n]) for n in loss_fn.names)
+    images, labels = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, NUM_CLASSES, (8,), generator=gen)
+    weighted, _ = step.forward_loss(images, labels, weights)
+    with torch.no_grad():  # the same forward again (train-mode BatchNorm: batch statistics, so the same logits)
+        terms = loss_fn.terms(step.student(images), teacher_regions(step.teacher, images, step.scales), labels)
+    want = torch.stack([weights[i] * terms[n] for i, n in enumerate(loss_fn.names)])
+    torch.testing.assert_close(weighted.detach(), want, rtol=1e-6, atol=0)
 
 
-def _make_step(compile: bool, device: str, amp: str = "off") -> tuple[TrainStep, nn.Module]:
+def _make_step(
+    compile: bool, device: str, amp: str = "off", *, overrides: list[str] | None = None
+) -> tuple[TrainStep, nn.Module]:
     """The engine's step for resnet8 -> resnet8 at M = 1,2,4, batch 8, as `train` builds it; and the student."""
     cfg = load_config(
         PRESET, scales="1,2,4",
         overrides=[f"engine.device={device}", f"engine.compile={str(compile).lower()}", "optim.batch_size=8",
-                   f"engine.amp='{amp}'", "teacher.arch=resnet8", f"data.synthetic.num_classes={NUM_CLASSES}"],
+                   f"engine.amp='{amp}'", "teacher.arch=resnet8", f"data.synthetic.num_classes={NUM_CLASSES}",
+                   *(overrides or [])],
     )  # fmt: skip
     placement = resolve_placement(cfg.engine)
     torch.manual_seed(0)

@@ -3,6 +3,7 @@ scripts and teacher dependencies with stand-ins for sbatch/srun/squeue on PATH, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sddkd.suite.plan import load_suite, plan_suite, status_rows
 from sddkd.suite.runner import SuiteError
 from sddkd.suite.slurm import RunTask, SlurmOptions, slurm_minutes, submit_suite
 from sddkd.suite.view import print_submission, status_table
+from tests.suite.test_plan import FakeStore
 
 submitit = pytest.importorskip("submitit")
 runner = CliRunner()
@@ -131,6 +133,33 @@ def test_sbatch_scripts_arrays_and_teacher_dependencies(tmp_path: Path, fake_slu
     console = Console(record=True, width=200)
     assert print_submission(third, console, "smoke") == 0
     assert "sddkd suite smoke --status" in console.export_text()
+
+
+def test_a_teachers_train_suite_registers_its_teacher_on_the_node_where_the_store_has_none(
+    tmp_path: Path, fake_slurm: Path, monkeypatch
+):
+    """As locally: the smoke suite's own teacher goes into the store when its job ends, unless the store has one by
+    then (a teacher of the user's own is never replaced)."""
+    plan = plan_suite(load_suite("smoke"), out=tmp_path / "logs", store=FakeStore())
+    teacher = plan.runs[0]
+    assert teacher.register_if_missing and not teacher.register_teacher
+    submission = submit_suite(plan, SlurmOptions(gpus_per_run=0), store=FakeStore())
+    task = submission.jobs[teacher.name].submission().function  # what the node will run
+    best = plan.run_dir(teacher) / "checkpoints" / "best.pt"
+    finish = (f"import json, pathlib; best = pathlib.Path({str(best)!r}); best.parent.mkdir(exist_ok=True); "
+              f"best.write_bytes(b'w'); (best.parent.parent / 'result.json').write_text(json.dumps("
+              "{'best_top1': 50.0}))")  # fmt: skip
+    task = dataclasses.replace(task, argv=(sys.executable, "-c", finish))
+
+    empty = FakeStore()
+    monkeypatch.setattr(suite_slurm, "default_store", lambda: empty)
+    assert task() == teacher.name
+    assert empty.registered == [("synthetic", "resnet20", best, 50.0)]
+
+    gained = FakeStore(stored=[("synthetic", "resnet20")])  # registered by someone else while the job ran
+    monkeypatch.setattr(suite_slurm, "default_store", lambda: gained)
+    best.unlink()
+    assert task() == teacher.name and gained.registered == []
 
 
 def test_a_refused_submission_fails_its_runs_and_blocks_their_students(tmp_path: Path, fake_slurm: Path, monkeypatch):
