@@ -32,10 +32,8 @@ from sddkd.engine.resume import (
     PartialEpoch,
     load_for_resume,
     rebuild_outputs,
-    record_from_checkpoint,
     restore_training_state,
     save_epoch,
-    save_final_record,
     save_partial,
 )  # fmt: skip
 from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
@@ -53,8 +51,10 @@ from sddkd.rundir.record import (
     read_result,
     run_paths,
     save_config,
+    save_final_record,
     save_record,
 )  # fmt: skip
+from sddkd.rundir.resume import record_from_checkpoint
 
 
 def train(

@@ -19,6 +19,7 @@ import yaml
 
 from sddkd import __version__
 from sddkd.config import RunConfig, config_hash
+from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
 from sddkd.rundir.naming import identity_record, run_name
 
@@ -101,9 +102,24 @@ def save_record(paths: RunPaths, record: dict[str, Any]) -> None:
     write_json_atomic(paths.result, record)
 
 
+def save_final_record(paths: RunPaths, record: dict[str, Any], failure: BaseException | None) -> None:
+    """The record's last write, whatever ended the run (`failure`: the exception that will propagate, if any)."""
+    try:
+        save_record(paths, record)
+    except (OSError, UserError):
+        if failure is None:
+            raise
+        # the run already fails (often: the very disk that is full); its own error is the one to report
+
+
 def save_config(cfg: RunConfig, paths: RunPaths) -> None:
     header = f"# Resolved config of run {paths.root.name} (config hash {config_hash(cfg)}).\n"
     write_text_atomic(paths.config, header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def write_metrics(paths: RunPaths, rows: list[dict[str, Any]]) -> None:
+    """`metrics.jsonl` rewritten whole from epoch rows (a resume's, from its checkpoint), atomically."""
+    write_text_atomic(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
