@@ -47,6 +47,7 @@ from sddkd.rundir.opening import open_run_directory
 from sddkd.rundir.record import (
     RunPaths,
     append_metrics,
+    fold_epoch,
     new_record,
     read_result,
     run_paths,
@@ -367,10 +368,7 @@ def _record_epoch(
         row["method_metrics"] = dict(method_metrics)
     if test is not None:
         row.update(test_top1=test["top1"], test_top5=test["top5"])
-        record.update(last_top1=test["top1"], last_top5=test["top5"])
-        if record["best_top1"] is None or test["top1"] > record["best_top1"]:
-            record.update(best_top1=test["top1"], best_top5=test["top5"], best_epoch=epoch)
-    record.update(epochs_done=epoch, wall_seconds=time.perf_counter() - run.started)
+    fold_epoch(record, epoch, test, time.perf_counter() - run.started)
     if dist.is_main:
         append_metrics(run.paths, row)
         fault_point("after-metrics")

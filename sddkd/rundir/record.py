@@ -97,6 +97,16 @@ def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     }
 
 
+def fold_epoch(record: dict[str, Any], epoch: int, test: dict[str, Any] | None, wall_seconds: float) -> None:
+    """An epoch's results into the record: when it was tested, its accuracy as the last and, when its top-1 beats
+    the best so far (a tie keeps the earlier epoch), as the best; then the epochs done and the wall time so far."""
+    if test is not None:
+        record.update(last_top1=test["top1"], last_top5=test["top5"])
+        if record["best_top1"] is None or test["top1"] > record["best_top1"]:
+            record.update(best_top1=test["top1"], best_top5=test["top5"], best_epoch=epoch)
+    record.update(epochs_done=epoch, wall_seconds=wall_seconds)
+
+
 def save_record(paths: RunPaths, record: dict[str, Any]) -> None:
     record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_json_atomic(paths.result, record)
