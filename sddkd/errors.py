@@ -10,3 +10,8 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A user-caused configuration problem; its message is one sentence that names the fix."""
+
+
+class DamagedCheckpointError(UserError):
+    """A checkpoint that cannot be read, fails its checksum, is not an sddkd checkpoint, or lacks what a resume
+    needs."""

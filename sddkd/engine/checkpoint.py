@@ -20,14 +20,10 @@ from typing import Any
 
 import torch
 
-from sddkd.errors import UserError
+from sddkd.errors import DamagedCheckpointError, UserError
 from sddkd.files import atomic_write
 
 CHECKSUM_KEY = "sha256"
-
-
-class DamagedCheckpointError(UserError):
-    """A checkpoint that cannot be read, fails its checksum, or is not an sddkd checkpoint."""
 
 
 def _feed(digest: Any, key: str, value: Any) -> None:

@@ -16,6 +16,7 @@ from sddkd.engine.placement import Placement, build_data, resolve_placement
 from sddkd.errors import UserError
 from sddkd.locations import default_data_root
 from sddkd.models import ImageClassifier, region_logits
+from sddkd.rundir.record import RunPaths
 from sddkd.scales import Scales, num_regions
 
 
@@ -35,9 +36,9 @@ def evaluate_checkpoint(
     `dataset`. The file is read with weights_only=True.
     """
     if path.is_dir():  # a run directory: its best checkpoint, as `sddkd analyze` takes it
-        if not (path / "checkpoints" / "best.pt").is_file():
+        if not RunPaths(path).best.is_file():
             raise UserError(f"{path} is a folder without checkpoints/best.pt: pass a run directory or a checkpoint")
-        path = path / "checkpoints" / "best.pt"
+        path = RunPaths(path).best
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
     if not path.is_file():

@@ -32,10 +32,8 @@ from sddkd.engine.resume import (
     PartialEpoch,
     load_for_resume,
     rebuild_outputs,
-    record_from_checkpoint,
     restore_training_state,
     save_epoch,
-    save_final_record,
     save_partial,
 )  # fmt: skip
 from sddkd.engine.run_checks import check_architectures, refuse_nonfinite_teacher, refuse_scales_beyond_features
@@ -49,12 +47,15 @@ from sddkd.rundir.opening import open_run_directory
 from sddkd.rundir.record import (
     RunPaths,
     append_metrics,
+    fold_epoch,
     new_record,
     read_result,
     run_paths,
     save_config,
+    save_final_record,
     save_record,
 )  # fmt: skip
+from sddkd.rundir.resume import record_from_checkpoint
 
 
 def train(
@@ -367,10 +368,7 @@ def _record_epoch(
         row["method_metrics"] = dict(method_metrics)
     if test is not None:
         row.update(test_top1=test["top1"], test_top5=test["top5"])
-        record.update(last_top1=test["top1"], last_top5=test["top5"])
-        if record["best_top1"] is None or test["top1"] > record["best_top1"]:
-            record.update(best_top1=test["top1"], best_top5=test["top5"], best_epoch=epoch)
-    record.update(epochs_done=epoch, wall_seconds=time.perf_counter() - run.started)
+    fold_epoch(record, epoch, test, time.perf_counter() - run.started)
     if dist.is_main:
         append_metrics(run.paths, row)
         fault_point("after-metrics")

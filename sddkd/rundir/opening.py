@@ -1,6 +1,6 @@
 """Opening a run directory as a transaction: own it (the lock), sweep what killed writes left, decide its state,
 and make a fresh start really fresh. What the directory says is then rebuilt from the checkpoint alone
-(`sddkd.engine.resume`), so a crash at any point leaves nothing that a later `--resume` would count twice.
+(`sddkd.rundir.resume`), so a crash at any point leaves nothing that a later `--resume` would count twice.
 
 No torch import (like the rest of `sddkd.rundir`): the suite and the report read run directories too.
 """

@@ -19,6 +19,7 @@ import yaml
 
 from sddkd import __version__
 from sddkd.config import RunConfig, config_hash
+from sddkd.errors import UserError
 from sddkd.files import disk_full_as_user_error, write_json_atomic, write_text_atomic
 from sddkd.rundir.naming import identity_record, run_name
 
@@ -96,14 +97,39 @@ def new_record(cfg: RunConfig, paths: RunPaths) -> dict[str, Any]:
     }
 
 
+def fold_epoch(record: dict[str, Any], epoch: int, test: dict[str, Any] | None, wall_seconds: float) -> None:
+    """An epoch's results into the record: when it was tested, its accuracy as the last and, when its top-1 beats
+    the best so far (a tie keeps the earlier epoch), as the best; then the epochs done and the wall time so far."""
+    if test is not None:
+        record.update(last_top1=test["top1"], last_top5=test["top5"])
+        if record["best_top1"] is None or test["top1"] > record["best_top1"]:
+            record.update(best_top1=test["top1"], best_top5=test["top5"], best_epoch=epoch)
+    record.update(epochs_done=epoch, wall_seconds=wall_seconds)
+
+
 def save_record(paths: RunPaths, record: dict[str, Any]) -> None:
     record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_json_atomic(paths.result, record)
 
 
+def save_final_record(paths: RunPaths, record: dict[str, Any], failure: BaseException | None) -> None:
+    """The record's last write, whatever ended the run (`failure`: the exception that will propagate, if any)."""
+    try:
+        save_record(paths, record)
+    except (OSError, UserError):
+        if failure is None:
+            raise
+        # the run already fails (often: the very disk that is full); its own error is the one to report
+
+
 def save_config(cfg: RunConfig, paths: RunPaths) -> None:
     header = f"# Resolved config of run {paths.root.name} (config hash {config_hash(cfg)}).\n"
     write_text_atomic(paths.config, header + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def write_metrics(paths: RunPaths, rows: list[dict[str, Any]]) -> None:
+    """`metrics.jsonl` rewritten whole from epoch rows (a resume's, from its checkpoint), atomically."""
+    write_text_atomic(paths.metrics, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def append_metrics(paths: RunPaths, row: dict[str, Any]) -> None:
