@@ -129,8 +129,7 @@ class RunParts:
     teacher_info: dict[str, Any] | None
     train_loader: Any  # a CachedTeacherLoader over the data's loader when the run uses a teacher-logit cache
     test_loader: Any
-    loss_fn: LossFn
-    own: nn.Module | None  # the method's trainable parameters (CTKD's temperature), or None
+    loss_fn: LossFn  # its `parameters`: the method's own trained parameters (CTKD's temperature), or None
     optimizer: torch.optim.Optimizer
     step: TrainStep
 
@@ -217,11 +216,10 @@ def _build_parts(run: _Run, stop: StopRequest) -> RunParts:
         train_loader = serve_teacher_cache(cfg, train_loader, teacher, teacher_info, placement, dist, run.console,
                                            should_stop=lambda: stop.signum is not None)  # fmt: skip
     loss_fn = make_loss_fn(cfg.method, placement.device)
-    own = loss_fn.parameters
-    student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales, own))
-    optimizer = make_optimizer(backbone, cfg.optim, placement.device, own)
+    student: nn.Module = dist.wrap(RegionModel(backbone, cfg.scales, loss_fn.parameters))
+    optimizer = make_optimizer(backbone, cfg.optim, placement.device, loss_fn.parameters)
     step = make_train_step(cfg, student, teacher, optimizer, placement, dist, run.console, loss_fn)
-    return RunParts(backbone, teacher, teacher_info, train_loader, test_loader, loss_fn, own, optimizer, step)
+    return RunParts(backbone, teacher, teacher_info, train_loader, test_loader, loss_fn, optimizer, step)
 
 
 def _restore(run: _Run, parts: RunParts, checkpoint: dict[str, Any] | None) -> _Position:
@@ -229,7 +227,7 @@ def _restore(run: _Run, parts: RunParts, checkpoint: dict[str, Any] | None) -> _
     if checkpoint is None:
         _measure_teacher(run, parts)
         return _Position(1, 0)
-    restore_training_state(checkpoint, parts.backbone, parts.optimizer, parts.own)
+    restore_training_state(checkpoint, parts.backbone, parts.optimizer, parts.loss_fn.parameters)
     saved = checkpoint.get("partial")
     partial = PartialEpoch.from_state(saved, run.placement.device) if saved is not None else None
     at = _Position(checkpoint["epoch"] + 1, checkpoint["global_step"], partial, checkpoint)
@@ -273,7 +271,7 @@ def _run_epochs(
             if isinstance(stats, PartialEpoch):
                 if run.dist.is_main:
                     save_partial(cfg, run.paths, parts.backbone, parts.optimizer, global_step, run.record, run.rows,
-                                 stats, parts.own)  # fmt: skip
+                                 stats, parts.loss_fn.parameters)  # fmt: skip
                 run.record.update(status="interrupted", error=f"stopped by {stop.name} in epoch {epoch}")
                 return False
             global_step += stats.steps
@@ -323,7 +321,7 @@ def _end_epoch(
     if dist.is_main:
         improved = test is not None and run.record["best_epoch"] == epoch
         save_epoch(cfg, run.paths, parts.backbone, parts.optimizer, epoch, global_step, run.record, run.rows,
-                   improved, parts.own)  # fmt: skip
+                   improved, parts.loss_fn.parameters)  # fmt: skip
 
 
 def _finish(run: _Run, failure: BaseException | None, tracker: Any) -> None:
