@@ -39,6 +39,7 @@ from rich.console import Console
 
 from sddkd.config import ConfigError, RunConfig, config_hash, load_config, load_yaml, resolve_preset
 from sddkd.rundir.naming import run_name
+from sddkd.rundir.record import RunPaths
 from sddkd.scales import Scales, format_scales, parse_scales
 from sddkd.suite.runner import (
     PlannedRun,
@@ -282,7 +283,7 @@ def _with_teacher_runs(
             students[run.name] = run
             continue
         _add(source, planned, teacher)
-        students[run.name] = _distil_from(run, teacher, out / teacher.name / "checkpoints" / "best.pt")
+        students[run.name] = _distil_from(run, teacher, RunPaths(out / teacher.name).best)
     for run in students.values():
         _add(source, planned, run)
     return planned

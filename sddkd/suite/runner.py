@@ -27,6 +27,7 @@ from sddkd.config import RunConfig
 from sddkd.errors import UserError
 from sddkd.files import write_text_atomic
 from sddkd.rundir.lock import LOCKED_EXIT
+from sddkd.rundir.record import RunPaths
 from sddkd.rundir.state import read_run_state
 from sddkd.suite.processes import LOG_FILE, child_env, child_threads, interrupt_flag, last_line, source_checkout
 
@@ -333,7 +334,7 @@ def _finish(plan: SuitePlan, item: RunProgress, returncode: int, store: TeacherS
 def _register(plan: SuitePlan, item: RunProgress, record: dict[str, Any], store: TeacherStore | None) -> None:
     """Copy a trained teacher's best checkpoint into the store; a failure fails the run and blocks its students."""
     cfg = item.run.config
-    best = plan.run_dir(item.run) / "checkpoints" / "best.pt"
+    best = RunPaths(plan.run_dir(item.run)).best
     if not item.run.register_teacher and not store_lacks(store, cfg.data.name, cfg.student):
         return  # a suite's own teacher: its students read it from the run directory, the store keeps its own
     if store is None:

@@ -36,6 +36,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from sddkd.files import write_json_atomic
+from sddkd.rundir.record import RunPaths
 from sddkd.suite.processes import LOG_FILE, last_line, source_checkout
 from sddkd.suite.runner import (
     STOP_GRACE_SECONDS,
@@ -185,7 +186,7 @@ class RunTask:
             return
         if store is None:
             raise RuntimeError("cannot register the teacher: this installation lacks sddkd.teachers")
-        record = json.loads((run_dir / "result.json").read_text())
+        record = json.loads(RunPaths(run_dir).result.read_text())
         store.register_teacher(teacher.dataset, teacher.arch, Path(teacher.checkpoint), origin=teacher.origin,
                                accuracy=record.get("best_top1"))  # fmt: skip
 
@@ -315,7 +316,7 @@ def _task(plan: SuitePlan, run: PlannedRun, options: SlurmOptions, launcher: Seq
         env["CUDA_VISIBLE_DEVICES"] = ""
     teacher = None
     if run.register_teacher or run.register_if_missing:
-        best = plan.run_dir(run) / "checkpoints" / "best.pt"
+        best = RunPaths(plan.run_dir(run)).best
         origin = f"sddkd suite {plan.name}: {run.name}"
         teacher = TeacherRegistration(
             run.config.data.name, run.config.student, str(best), origin, if_missing=not run.register_teacher
