@@ -203,6 +203,47 @@ class ReferenceDistiller(nn.Module):
         return patch_s[:, :, 0], {"loss_ce": loss_ce, "loss_kd": loss_kd}
 
 
+def reference_loader(dataset: Any, cfg: RunConfig, device: torch.device, workers: int) -> Any:
+    """The references' DataLoader: shuffled PIL images decoded and augmented by CPU workers."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.optim.batch_size, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda",
+    )  # fmt: skip
+
+
+def reference_training(
+    distiller_class: Callable[[nn.Module, nn.Module, RunConfig], nn.Module], cfg: RunConfig, device: torch.device
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    """(distiller, student, optimizer) as the reference trainers build them, from `cfg.seed`."""
+    torch.manual_seed(cfg.seed)
+    assert cfg.teacher is not None
+    student = create_model(cfg.student, num_classes=cfg.data.num_classes)
+    teacher = create_model(cfg.teacher.arch, num_classes=cfg.data.num_classes).eval()
+    distiller: nn.Module = distiller_class(student, teacher, cfg).to(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        distiller = nn.DataParallel(distiller, device_ids=[index])  # the references wrap even a single GPU
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+        foreach=False,  # the per-parameter loop of older torch
+    )  # fmt: skip
+    return distiller, student, optimizer
+
+
+def reference_update(
+    losses: dict[str, Tensor], student: nn.Module, optimizer: torch.optim.Optimizer, cfg: RunConfig
+) -> float:
+    """One reference optimizer step on the summed losses; the loss read back, a host sync every step as the
+    references' meters do."""
+    loss = sum(losses.values())
+    optimizer.zero_grad()
+    loss.backward()  # type: ignore[union-attr]
+    if cfg.optim.grad_clip is not None:
+        nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip, foreach=False)
+    optimizer.step()
+    return float(loss.item())  # type: ignore[union-attr]
+
+
 class BaselineLoop:
     def __init__(self, cfg: RunConfig, device: torch.device, workers: int, batches: int):
         from torchvision import transforms
@@ -215,27 +256,11 @@ class BaselineLoop:
             transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
             transforms.Normalize(spec.mean, spec.std),
         ])  # fmt: skip
-        dataset = PILDataset(data.train_images, data.train_labels, transform)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.optim.batch_size, shuffle=True, num_workers=workers,
-            pin_memory=device.type == "cuda",
-        )  # fmt: skip
+        self.loader = reference_loader(
+            PILDataset(data.train_images, data.train_labels, transform), cfg, device, workers
+        )
         assert len(self.loader) >= batches, "the baseline's dataset holds every batch it will time"
-        torch.manual_seed(cfg.seed)
-        num_classes = cfg.data.num_classes
-        assert cfg.teacher is not None
-        student = create_model(cfg.student, num_classes=num_classes)
-        teacher = create_model(cfg.teacher.arch, num_classes=num_classes).eval()
-        distiller: nn.Module = ReferenceDistiller(student, teacher, cfg).to(device)
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            distiller = nn.DataParallel(distiller, device_ids=[index])  # the references wrap even a single GPU
-        self.distiller, self.student = distiller, student
-        self.optimizer = torch.optim.SGD(
-            student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
-            foreach=False,  # the per-parameter loop of older torch
-        )  # fmt: skip
+        self.distiller, self.student, self.optimizer = reference_training(ReferenceDistiller, cfg, device)
         self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self.loader)
         self.loss_meter: list[float] = []
         self.correct = 0
@@ -247,13 +272,7 @@ class BaselineLoop:
             images, target = next(self.batches)
             images, target = images.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
             logits, losses = self.distiller(images, target, 1)
-            loss = sum(losses.values())
-            self.optimizer.zero_grad()
-            loss.backward()
-            if self.cfg.optim.grad_clip is not None:
-                nn.utils.clip_grad_norm_(student.parameters(), self.cfg.optim.grad_clip, foreach=False)
-            self.optimizer.step()
-            self.loss_meter.append(loss.item())  # host syncs every step, as the meters of the references do
+            self.loss_meter.append(reference_update(losses, student, self.optimizer, self.cfg))
             self.correct += int((logits.argmax(1) == target).sum().cpu())
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -30,13 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sddkd.bench.core import REFERENCE_WORKERS, EngineLoop, PeakMemory, PILDataset, _device_name, bench_config
+from sddkd.bench.core import (
+    REFERENCE_WORKERS,
+    EngineLoop,
+    PeakMemory,
+    PILDataset,
+    _device_name,
+    bench_config,
+    reference_loader,
+    reference_training,
+    reference_update,
+)
 from sddkd.config import RunConfig
 from sddkd.data.strong import CUTOUT_FILL, CUTOUT_MAX_FRACTION, OPS_PER_IMAGE, VALUE_RANGES
 from sddkd.engine.placement import Placement, resolve_placement
 from sddkd.losses import MLKD_FIXED_TEMPERATURES
 from sddkd.methods import method_of
-from sddkd.models import create_model
 
 # ---------------------------------------------------------------------------------------------------------------
 # (a) MLKD on the device
@@ -197,24 +206,9 @@ class ReferenceMlkdLoop:
         weak = transforms.Compose([*crop, *finish])
         strong = transforms.Compose([*crop, ReferenceRandAugment(), *finish])
         dataset = TwoViewPILDataset(data.train_images, data.train_labels, weak, strong)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.optim.batch_size, shuffle=True, num_workers=workers,
-            pin_memory=device.type == "cuda",
-        )  # fmt: skip
+        self.loader = reference_loader(dataset, cfg, device, workers)
         assert len(self.loader) >= batches, "the reference loop's dataset holds every batch it will time"
-        torch.manual_seed(cfg.seed)
-        assert cfg.teacher is not None
-        student = create_model(cfg.student, num_classes=cfg.data.num_classes)
-        teacher = create_model(cfg.teacher.arch, num_classes=cfg.data.num_classes).eval()
-        distiller: nn.Module = ReferenceMlkdDistiller(student, teacher, cfg).to(device)
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            distiller = nn.DataParallel(distiller, device_ids=[index])
-        self.distiller, self.student = distiller, student
-        self.optimizer = torch.optim.SGD(
-            student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov, foreach=False,
-        )  # fmt: skip
+        self.distiller, self.student, self.optimizer = reference_training(ReferenceMlkdDistiller, cfg, device)
         self.batches: Iterator[tuple[Tensor, Tensor, Tensor]] = iter(self.loader)
         self.loss_meter: list[float] = []
 
@@ -226,13 +220,7 @@ class ReferenceMlkdLoop:
             weak, strong = weak.to(self.device, non_blocking=True), strong.to(self.device, non_blocking=True)
             target = target.to(self.device, non_blocking=True)
             _, losses = self.distiller(weak, strong, target)
-            loss = sum(losses.values())
-            self.optimizer.zero_grad()
-            loss.backward()
-            if self.cfg.optim.grad_clip is not None:
-                nn.utils.clip_grad_norm_(student.parameters(), self.cfg.optim.grad_clip, foreach=False)
-            self.optimizer.step()
-            self.loss_meter.append(loss.item())  # the reference's meters read every step
+            self.loss_meter.append(reference_update(losses, student, self.optimizer, self.cfg))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
